@@ -1,0 +1,53 @@
+"""Long steps are generators that yield `Progress` and return their result.
+
+The same generator runs in a napari worker (each yield is a chance to show progress and to cancel)
+and synchronously in the CLI and tests through `run_to_end` (the stardist-napari pattern).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .errors import Cancelled
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report: a message for the user and, when known, step / total."""
+
+    message: str
+    step: int = 0
+    total: int | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        return None if not self.total else min(1.0, self.step / self.total)
+
+
+ProgressGen = Generator[Progress, None, T]
+
+
+def run_to_end(
+    gen: Generator[Progress, None, T],
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> T:
+    """Drive a progress generator synchronously and return its result.
+
+    ``cancel`` is checked at every yield; when set, the generator is closed and `Cancelled` raised.
+    """
+    try:
+        while True:
+            report = next(gen)
+            if on_progress is not None:
+                on_progress(report)
+            if cancel is not None and cancel.is_set():
+                gen.close()
+                raise Cancelled()
+    except StopIteration as stop:
+        return stop.value

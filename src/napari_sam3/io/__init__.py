@@ -1,0 +1,1 @@
+"""Readers and exporters (TIFF, PNG, COCO, training pairs, tables); every write is atomic."""
