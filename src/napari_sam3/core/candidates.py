@@ -32,7 +32,7 @@ TABLE_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # array fields: identity equality (== on arrays is ambiguous)
 class Candidates:
     """Objects found in one 2-D plane.
 
@@ -147,7 +147,7 @@ class Candidates:
 
     @property
     def areas(self) -> np.ndarray:
-        return self.masks.reshape(len(self), -1).sum(axis=1).astype(np.int64)
+        return self.masks.sum(axis=(1, 2), dtype=np.int64)  # reshape(0, -1) fails when empty
 
     @property
     def concepts(self) -> list[str]:
@@ -155,8 +155,9 @@ class Candidates:
         return list(dict.fromkeys(str(p) for p in self.prompts))
 
     def subset(self, keep: np.ndarray) -> Candidates:
-        """The candidates selected by a boolean mask or index array, order preserved."""
-        keep = np.asarray(keep)
+        """The candidates selected by a boolean mask, index array or slice, order preserved."""
+        if not isinstance(keep, slice):
+            keep = np.asarray(keep)
         return Candidates(
             self.masks[keep],
             self.scores[keep],
@@ -185,8 +186,10 @@ class Candidates:
         return self.subset(order)
 
     # ---------------------------------------------------------------- label image + table
-    def label_dtype(self) -> np.dtype:
-        return np.dtype(np.uint16) if len(self) < np.iinfo(np.uint16).max else np.dtype(np.uint32)
+    def label_dtype(self, first_id: int = 1) -> np.dtype:
+        """uint16 when the largest id (``first_id + N - 1``) fits, else uint32."""
+        last = first_id + len(self) - 1
+        return np.dtype(np.uint16) if last <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
 
     def to_label_image(self, first_id: int = 1) -> np.ndarray:
         """Paint candidate ``i`` as id ``first_id + i``; on overlap the higher score wins.
@@ -194,9 +197,7 @@ class Candidates:
         Ties (and NaN scores) go to the lower id. Returns uint16 when ids fit, else uint32.
         """
         n = len(self)
-        last = first_id + n
-        dtype = np.dtype(np.uint16) if last < np.iinfo(np.uint16).max else np.dtype(np.uint32)
-        out = np.zeros(self.shape, dtype=dtype)
+        out = np.zeros(self.shape, dtype=self.label_dtype(first_id))
         if n == 0:
             return out
         # Paint lowest priority first so the winners land last.

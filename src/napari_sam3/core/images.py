@@ -33,12 +33,17 @@ def validate_plane(plane: np.ndarray, *, rgb: bool | None = None) -> np.ndarray:
     """Check a plane's shape and values; return it as an array. Raises `Sam3Error` with the fix."""
     arr = np.asarray(plane)
     if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
+        arr = arr.astype(np.uint8) * np.uint8(255)  # a mask: 0/255, not a black 0/1 picture
     if not (np.issubdtype(arr.dtype, np.number)):
         raise Sam3Error(f"The image has data type {arr.dtype}; a numeric image is needed.")
     if np.iscomplexobj(arr):
         raise Sam3Error("The image holds complex numbers; take its magnitude first (np.abs).")
-    is_color = rgb if rgb is not None else (arr.ndim == 3 and arr.shape[-1] in (3, 4))
+    if rgb and arr.ndim == 3 and arr.shape[-1] not in (3, 4):
+        raise Sam3Error(
+            f"The image is marked RGB but has shape {arr.shape}; RGB(A) data needs 3 or 4 values "
+            "in the last axis."
+        )
+    is_color = _is_color(arr, rgb)
     spatial = arr.shape[:-1] if (is_color and arr.ndim == 3) else arr.shape
     if arr.ndim == 3 and not is_color:
         spatial = arr.shape[1:] if channel_axis(arr) == 0 else arr.shape[:-1]
@@ -71,7 +76,7 @@ def to_model_rgb(
     is scaled per channel from the low to the high percentile of its finite values (NaN -> 0).
     """
     arr = validate_plane(plane, rgb=rgb)
-    is_color = rgb if rgb is not None else (arr.ndim == 3 and arr.shape[-1] in (3, 4))
+    is_color = _is_color(arr, rgb)
     if arr.ndim == 3 and preprocessing.channel is not None:
         axis = -1 if is_color else channel_axis(arr)
         n = arr.shape[axis]
@@ -93,6 +98,13 @@ def to_model_rgb(
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
+def _is_color(arr: np.ndarray, rgb: bool | None) -> bool:
+    """RGB(A) only for 3-D data with 3 or 4 values last; ``rgb=True`` on a 2-D plane means nothing."""
+    if arr.ndim != 3:
+        return False
+    return bool(rgb) if rgb is not None else arr.shape[-1] in (3, 4)
+
+
 def channel_axis(arr: np.ndarray) -> int:
     """The channel axis of a 3-D multichannel plane: 0 for (C, H, W), -1 for (H, W, C)."""
     return 0 if arr.shape[0] <= arr.shape[-1] else -1
@@ -109,8 +121,10 @@ def _rescale(channel: np.ndarray, percentiles: tuple[float, float]) -> np.ndarra
         lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
         return np.zeros(data.shape, np.uint8)
-    out = (np.where(finite, data, lo) - lo) * (255.0 / (hi - lo))
-    return np.clip(out, 0, 255).astype(np.uint8)
+    # NaN and -inf show as the low end, +inf as the high end
+    filled = np.where(finite, data, np.where(data > 0, hi, lo))
+    out = (filled - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def content_hash(array: np.ndarray) -> str:

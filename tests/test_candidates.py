@@ -1,0 +1,168 @@
+"""core.candidates: filtering without a model, the overlap policy, label images and the table."""
+
+import numpy as np
+import pytest
+
+from napari_sam3.core.candidates import TABLE_COLUMNS, Candidates, boxes_from_masks
+
+
+def square(shape, y0, x0, size):
+    m = np.zeros(shape, bool)
+    m[y0 : y0 + size, x0 : x0 + size] = True
+    return m
+
+
+@pytest.fixture
+def three():
+    shape = (20, 30)
+    masks = np.stack(
+        [square(shape, 2, 2, 6), square(shape, 4, 4, 6), square(shape, 12, 20, 5)]
+    )  # 0 and 1 overlap
+    return Candidates.from_masks(masks, np.array([0.3, 0.9, 0.5]), ["cell", "cell", "nucleus"])
+
+
+def test_filter_by_score_and_area(three):
+    assert len(three.filter(0.4)) == 2
+    kept = three.filter(0.4)
+    np.testing.assert_allclose(kept.scores, [0.9, 0.5])
+    assert list(kept.prompts) == ["cell", "nucleus"]
+    assert len(three.filter(0.0, min_area=30)) == 2  # the 5x5 square goes
+    assert len(three.filter(None)) == 3
+    assert len(three.filter(0.95)) == 0 and three.filter(0.95).shape == (20, 30)
+
+
+def test_nan_scores_always_pass(three):
+    c = Candidates.from_masks(three.masks)  # classical: no confidence
+    assert np.isnan(c.scores).all()
+    assert len(c.filter(0.99)) == 3
+
+
+def test_sorted_by_score_nan_last():
+    masks = np.zeros((3, 8, 8), bool)
+    c = Candidates.from_masks(masks, np.array([0.2, np.nan, 0.7]))
+    s = c.sorted_by_score()
+    assert (
+        s.scores[0] == np.float32(0.7) and s.scores[1] == np.float32(0.2) and np.isnan(s.scores[2])
+    )
+
+
+def test_overlap_higher_score_wins(three):
+    labels = three.to_label_image()
+    # pixel (5, 5) lies in both 0 (score .3) and 1 (score .9): candidate 1 -> id 2
+    assert labels[5, 5] == 2
+    assert labels[2, 2] == 1  # only in candidate 0
+    assert labels[13, 21] == 3
+    assert labels[0, 0] == 0
+
+
+def test_ties_go_to_the_lower_id():
+    shape = (10, 10)
+    masks = np.stack([square(shape, 0, 0, 5), square(shape, 0, 0, 5)])
+    assert (Candidates.from_masks(masks, np.array([0.5, 0.5])).to_label_image()[:5, :5] == 1).all()
+    nan = Candidates.from_masks(masks)  # NaN scores tie too
+    assert (nan.to_label_image()[:5, :5] == 1).all()
+    mixed = Candidates.from_masks(masks, np.array([np.nan, 0.1]))  # any score beats NaN
+    assert (mixed.to_label_image()[:5, :5] == 2).all()
+
+
+def test_hidden_object_keeps_its_row():
+    shape = (10, 10)
+    big = square(shape, 0, 0, 8)
+    small = square(shape, 2, 2, 3)  # fully inside big
+    c = Candidates.from_masks(np.stack([small, big]), np.array([0.2, 0.9]), "cell")
+    labels = c.to_label_image()
+    assert set(np.unique(labels)) == {0, 2}  # id 1 is painted over
+    t = c.table(label_image=labels)
+    assert len(t) == 2
+    row = t[t["label"] == 1].iloc[0]
+    assert row["visible_area"] == 0 and row["area"] == 9
+    assert t[t["label"] == 2].iloc[0]["visible_area"] == 64
+
+
+def test_label_image_dtype():
+    shape = (4, 4)
+    assert Candidates.empty(shape).to_label_image().dtype == np.uint16
+    few = Candidates.from_masks(np.zeros((3, *shape), bool))
+    assert few.to_label_image().dtype == np.uint16
+    assert few.label_dtype() == np.uint16
+    assert few.label_dtype(first_id=65534) == np.uint32  # ids 65534..65536 do not fit
+    assert few.to_label_image(first_id=65534).dtype == np.uint32
+    edge = Candidates.from_masks(np.zeros((2, *shape), bool))
+    assert edge.label_dtype(first_id=65534) == np.uint16  # 65534, 65535 fit
+
+
+def test_first_id_offsets_labels(three):
+    labels = three.to_label_image(first_id=10)
+    assert set(np.unique(labels).tolist()) == {0, 10, 11, 12}
+    t = three.table(first_id=10)
+    assert list(t["label"]) == [10, 11, 12]
+
+
+def test_table_columns_and_values(three):
+    t = three.table()
+    assert tuple(t.columns) == TABLE_COLUMNS
+    assert len(t) == 3
+    r = t.iloc[2]
+    assert r["prompt"] == "nucleus" and r["kind"] == "text"
+    assert r["area"] == 25 and r["visible_area"] == 25
+    assert r["centroid_y"] == pytest.approx(14.0) and r["centroid_x"] == pytest.approx(22.0)
+    assert (r["bbox_y0"], r["bbox_x0"], r["bbox_y1"], r["bbox_x1"]) == (12, 20, 17, 25)
+    assert t["score"].dtype == np.float64 and t["label"].dtype == np.int64
+
+
+def test_table_optional_columns(three):
+    intensity = np.arange(600, dtype=float).reshape(20, 30)
+    t = three.table(scale=(0.5, 2.0), intensity=intensity)
+    for col in (
+        "area_physical",
+        "centroid_y_physical",
+        "centroid_x_physical",
+        "mean_intensity",
+        "max_intensity",
+    ):
+        assert col in t.columns
+    assert t.iloc[2]["area_physical"] == pytest.approx(25 * 1.0)
+    assert t.iloc[2]["max_intensity"] == intensity[16, 24]
+    clicks = Candidates.from_masks(
+        three.masks, three.scores, "points", "points", iou_scores=three.scores
+    )
+    assert "iou_score" in clicks.table().columns
+
+
+def test_empty_candidates_table():
+    t = Candidates.empty((5, 5)).table()
+    assert tuple(t.columns) == TABLE_COLUMNS and len(t) == 0
+
+
+def test_from_label_image_uses_distinct_ids_not_max():
+    labels = np.zeros((10, 10), np.uint16)
+    labels[0:2, 0:2] = 3
+    labels[5:7, 5:7] = 40  # ids with gaps
+    c = Candidates.from_label_image(labels)
+    assert len(c) == 2 and c.kind == "classical"
+    assert c.areas.tolist() == [4, 4]
+
+
+def test_concatenate_and_subset(three):
+    both = Candidates.concatenate([three, three.subset([0])])
+    assert len(both) == 4 and both.iou_scores is None
+    assert both.concepts == ["cell", "nucleus"]
+    with pytest.raises(ValueError):
+        Candidates.concatenate([])
+
+
+def test_boxes_from_masks_exclusive_end():
+    m = square((10, 12), 2, 3, 4)
+    np.testing.assert_array_equal(boxes_from_masks(m[None]), [[3, 2, 7, 6]])
+    np.testing.assert_array_equal(boxes_from_masks(np.zeros((1, 4, 4), bool)), [[0, 0, 0, 0]])
+
+
+def test_candidates_compare_by_identity(three):
+    assert three == three
+    assert three != three.subset(slice(None))
+    assert isinstance(hash(three), int)
+
+
+def test_bad_masks_shape():
+    with pytest.raises(ValueError, match="N, H, W"):
+        Candidates(np.zeros((4, 4), bool), [], np.zeros((0, 4)), [])
