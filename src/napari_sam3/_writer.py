@@ -1,0 +1,46 @@
+"""napari writer: a Labels layer -> compressed TIFF + ``<stem>_objects.csv`` from its features.
+
+napari's save dialog has already asked before replacing the chosen file, so the TIFF and its CSV
+sidecar are replaced when they exist. Writes are atomic. No Qt import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io.tables import table_from_labels, to_export_columns, write_table_csv
+from .io.tiff import write_labels_tiff
+
+
+def write_labels(path: str, data, attributes: dict) -> list[str]:
+    """npe2 single-layer writer for Labels: returns the paths written."""
+    if isinstance(data, (list, tuple)):  # multiscale: the full-resolution level
+        data = data[0]
+    labels = np.asarray(data)
+    out = Path(path)
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        out = out.with_suffix(".tif")
+    scale = attributes.get("scale")
+    if scale is not None:
+        scale = tuple(float(s) for s in scale)
+        if len(scale) != labels.ndim or all(s == 1.0 for s in scale):
+            scale = None
+    metadata = {"name": attributes.get("name")} if attributes.get("name") else None
+    write_labels_tiff(out, labels, scale=scale, overwrite=True, metadata=metadata)
+    written = [str(out)]
+    features = attributes.get("features")
+    table = pd.DataFrame(features) if features is not None else pd.DataFrame()
+    if len(table) and "label" in table.columns:
+        table = to_export_columns(table)
+    elif labels.ndim == 2:
+        table = table_from_labels(labels, prompt="object")
+    else:
+        table = None
+    if table is not None:
+        csv = out.with_name(out.stem + "_objects.csv")
+        write_table_csv(csv, table, overwrite=True)
+        written.append(str(csv))
+    return written

@@ -1,0 +1,75 @@
+"""What a batch run does; picklable (sent to Dask workers) and fingerprinted (resume checks)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Options of one run.
+
+    ``command`` is ``"segment"`` or ``"count"``; ``method`` is ``"sam3"`` or ``"classical"``
+    (segment is always ``"sam3"``). ``prompts`` are concepts; ``exemplars`` pixel boxes
+    ``(x0, y0, x1, y1)`` used on every image. ``tile`` is None, ``"auto"`` or a tile size in pixels.
+    """
+
+    command: str = "segment"
+    method: str = "sam3"
+    prompts: tuple[str, ...] = ()
+    exemplars: tuple[tuple[float, float, float, float], ...] = ()
+    model: str | None = None
+    device: str = "auto"
+    threshold: float = 0.5
+    mask_threshold: float = 0.5
+    tile: str | int | None = None
+    diameter: float | None = None
+    formats: tuple[str, ...] = ("tiff",)
+    overwrite: bool = False
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def result_fields(self) -> dict:
+        """The options that change the result (not formats, device, overwrite)."""
+        d = asdict(self)
+        for k in ("formats", "device", "overwrite", "extra"):
+            d.pop(k)
+        d["model"] = self.model_label()
+        return d
+
+    def model_label(self) -> str | None:
+        if self.method != "sam3":
+            return None
+        from ..core.model import resolve_source
+
+        try:
+            return resolve_source(self.model)
+        except Exception:  # noqa: BLE001 - naming only
+            return self.model or "facebook/sam3"
+
+    def fingerprint(self) -> str:
+        text = json.dumps(self.result_fields(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_prompts(text: str | list[str] | None) -> tuple[str, ...]:
+    """``"nucleus, mitotic cell"`` (or several --prompt options) -> ``("nucleus", "mitotic cell")``."""
+    if not text:
+        return ()
+    items = [text] if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for item in items:
+        out.extend(p.strip() for p in item.split(",") if p.strip())
+    return tuple(dict.fromkeys(out))
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """``"X0,Y0,X1,Y1"`` -> a tuple; ValueError with the expected form otherwise."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4:
+        raise ValueError(f"exemplar box {text!r} needs 4 numbers X0,Y0,X1,Y1")
+    x0, y0, x1, y1 = (float(p) for p in parts)
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"exemplar box {text!r}: X1 must exceed X0 and Y1 exceed Y0")
+    return (x0, y0, x1, y1)

@@ -1,0 +1,276 @@
+"""``napari-sam3`` console script: batch segmentation and counting, and a GUI launcher.
+
+Imports neither Qt nor napari (``gui`` imports napari lazily). Exit codes: 0 every image done (or
+already complete), 1 some images failed (each listed with its reason), 2 bad usage or a model that
+cannot be loaded. Expected errors print one line; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+from .core.errors import Sam3Error
+
+EXAMPLES = """\
+examples:
+  napari-sam3 segment images/*.tif --prompt "nucleus, mitotic cell" --out results/
+  napari-sam3 segment plate/ --exemplar 120,40,160,82 --format tiff,coco,pairs --out results/
+  napari-sam3 segment plate/ --prompt cell --out results/ --workers 4
+  napari-sam3 count plate/ --method classical --diameter 18 --out counts/
+  NAPARI_SAM3_MODEL=/data/models/sam3 napari-sam3 segment a.tif --prompt cell --out r/
+
+A rerun with the same --out skips images whose outputs are complete (checked against the
+size and hash in <out>/.done/<stem>.json) and redoes the rest.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="napari-sam3",
+        description="SAM3 (Segment Anything with Concepts) for microscopy: "
+        "batch segmentation, counting, and the napari GUI.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"napari-sam3 {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{segment,count,gui}")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGE_OR_DIR",
+        help="image files (.tif/.tiff/.ome.tif/.png/.jpg), folders or glob patterns",
+    )
+    common.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    common.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEXT",
+        help='concept(s), comma separated: "nucleus, cell" (repeatable)',
+    )
+    common.add_argument(
+        "--exemplar",
+        action="append",
+        default=[],
+        metavar="X0,Y0,X1,Y1",
+        help="exemplar box in pixels (x = column), used on every image (repeatable)",
+    )
+    common.add_argument(
+        "--model",
+        default=None,
+        metavar="ID_OR_DIR",
+        help="hub id or local folder (default: $NAPARI_SAM3_MODEL or facebook/sam3)",
+    )
+    common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    common.add_argument("--threshold", type=float, default=0.5, help="minimum score (default 0.5)")
+    common.add_argument(
+        "--mask-threshold",
+        type=float,
+        default=0.5,
+        help="mask binarisation threshold (default 0.5)",
+    )
+    common.add_argument(
+        "--tile",
+        default=None,
+        metavar="auto|N",
+        help="tile large images (core.counting: overlapping tiles, stitched, de-duplicated): "
+        "'auto' (tile size from the object diameter), a tile side in pixels, or 'none'. "
+        "segment: no tiling unless given; count --method sam3: 'auto' unless given",
+    )
+    common.add_argument(
+        "--diameter",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="typical object diameter in pixels (classical counting; tile size for --tile auto)",
+    )
+    common.add_argument(
+        "--format",
+        default="tiff",
+        metavar="LIST",
+        help="outputs: tiff,png,coco,pairs (comma separated; tiff + csv always)",
+    )
+    common.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing outputs not written by this folder's runs with the "
+        "same settings (complete outputs of the same settings are still skipped)",
+    )
+    par = common.add_mutually_exclusive_group()
+    par.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run on a local Dask cluster of N worker processes",
+    )
+    par.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="run on an existing Dask scheduler, e.g. tcp://host:8786",
+    )
+    common.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    seg = sub.add_parser(
+        "segment",
+        parents=[common],
+        help="segment concepts with SAM3",
+        description="Segment every instance of the prompted concepts in each image "
+        "(each plane of a stack). Writes <stem>_labels.tif and <stem>_objects.csv "
+        "per plane, plus manifest.json and counts.csv.",
+    )
+    seg.set_defaults(method="sam3")
+    cnt = sub.add_parser(
+        "count",
+        parents=[common],
+        help="count objects (classical or SAM3)",
+        description="Count objects per image plane; same outputs as segment.",
+    )
+    cnt.add_argument("--method", choices=["classical", "sam3"], default="classical")
+    gui = sub.add_parser("gui", help="open napari with the SAM3 widget")
+    gui.add_argument("--sample", action="store_true", help="also open the offline nuclei sample")
+    gui.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily below
+    from .batch.settings import BatchSettings, parse_box, parse_prompts
+    from .io.export import parse_formats
+
+    prompts = parse_prompts(args.prompt)
+    try:
+        exemplars = tuple(parse_box(b) for b in args.exemplar)
+    except ValueError as exc:
+        raise Sam3Error(f"--exemplar: {exc}") from exc
+    if args.command == "segment" and not prompts and not exemplars:
+        raise Sam3Error('segment needs --prompt "concept" and/or --exemplar X0,Y0,X1,Y1.')
+    if args.command == "count" and args.method == "sam3" and not prompts and not exemplars:
+        raise Sam3Error('count --method sam3 needs --prompt "concept" (or --exemplar).')
+    for name in ("threshold", "mask_threshold"):
+        v = getattr(args, name)
+        if not 0.0 <= v <= 1.0:
+            raise Sam3Error(f"--{name.replace('_', '-')} must be between 0 and 1, got {v}.")
+    tile = args.tile
+    if tile is not None and tile.lower() in ("none", "off", "0"):
+        tile = "none"
+    elif tile is not None and tile != "auto":
+        try:
+            tile = int(tile)
+        except ValueError:
+            raise Sam3Error(f"--tile must be 'auto' or a number of pixels, got {tile!r}.") from None
+        if tile < 64:
+            raise Sam3Error(f"--tile {tile} is too small; use at least 64 pixels.")
+    if args.workers is not None and args.workers < 1:
+        raise Sam3Error("--workers must be at least 1.")
+    if args.diameter is not None and args.diameter <= 0:
+        raise Sam3Error("--diameter must be positive.")
+    return BatchSettings(
+        command=args.command,
+        method=args.method,
+        prompts=prompts,
+        exemplars=exemplars,
+        model=args.model,
+        device=args.device,
+        threshold=args.threshold,
+        mask_threshold=args.mask_threshold,
+        tile=tile,
+        diameter=args.diameter,
+        formats=parse_formats(args.format),
+        overwrite=args.overwrite,
+    )
+
+
+def _run(args, argv) -> int:
+    from .batch.runner import run_batch
+
+    settings = settings_from_args(args)
+    report = run_batch(
+        args.inputs,
+        settings,
+        args.out,
+        workers=args.workers,
+        dask_address=args.dask,
+        progress=not args.no_progress,
+        argv=argv,
+        debug=args.debug,
+    )
+    err = sys.stderr
+    if report.fatal:
+        print(f"napari-sam3: error: {report.fatal}", file=err)
+        return 2
+    c = report.counts
+    fails = report.failures
+    print(
+        f"napari-sam3: {len(report.results)} plane(s): {c['done']} done, {c['skipped']} already "
+        f"complete, {len(fails)} failed; {report.seconds:.1f} s. Outputs in {report.out_dir}",
+        file=err,
+    )
+    for f in fails:
+        name = f.get("stem") or ""
+        print(f"  FAILED {f['source']}{' [' + name + ']' if name else ''}: {f['error']}", file=err)
+        if args.debug and f.get("traceback"):
+            print(f["traceback"], file=err)
+    return report.exit_code
+
+
+def _gui(args) -> int:
+    print("Opening napari with the SAM3 widget...", file=sys.stderr)
+    print(
+        "SAM3 needs its weights: accept the licence at https://huggingface.co/facebook/sam3 and "
+        "run `hf auth login`, or point NAPARI_SAM3_MODEL at a local folder with the checkpoint "
+        "(e.g. NAPARI_SAM3_MODEL=/data/models/sam3 napari-sam3 gui). The classical counter "
+        "works without it.",
+        file=sys.stderr,
+    )
+    try:  # torch imported after a QApplication exists can crash (pytorch issue 11326)
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+    try:
+        import napari
+    except ImportError as exc:
+        raise Sam3Error("napari is not installed: pip install 'napari[pyqt6]'.") from exc
+    viewer = napari.Viewer(title="napari-sam3")
+    if args.sample:
+        viewer.open_sample("napari-sam3", "nuclei")
+    viewer.window.add_plugin_dock_widget("napari-sam3", "SAM3")
+    napari.run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit code (also when called from Python)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage errors exit 2, --help / --version exit 0
+        return int(exc.code or 0)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return 2
+    debug = getattr(args, "debug", False) or bool(os.environ.get("NAPARI_SAM3_DEBUG"))
+    try:
+        if args.command == "gui":
+            return _gui(args)
+        return _run(args, argv)
+    except KeyboardInterrupt:
+        print("napari-sam3: interrupted; rerun the same command to resume.", file=sys.stderr)
+        return 130
+    except Sam3Error as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"napari-sam3: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The per-object table (CSV): one row per object, the same columns for every method.
+
+Columns: ``label, prompt, score, area, centroid_y, centroid_x, bbox_y0, bbox_x0, bbox_y1, bbox_x1``
+(pixel units, bbox end exclusive, ``score`` empty where a method has none), then ``visible_area``
+(pixels the object still owns in the label image after overlaps) and, when the pixel size is known,
+``area_physical``, ``centroid_y_physical``, ``centroid_x_physical``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.candidates import Candidates
+from .atomic import atomic_path
+
+OBJECT_COLUMNS = (
+    "label",
+    "prompt",
+    "score",
+    "area",
+    "centroid_y",
+    "centroid_x",
+    "bbox_y0",
+    "bbox_x0",
+    "bbox_y1",
+    "bbox_x1",
+)
+EXTRA_COLUMNS = ("visible_area", "area_physical", "centroid_y_physical", "centroid_x_physical")
+
+
+def objects_table(
+    candidates: Candidates,
+    label_image: np.ndarray | None = None,
+    scale: tuple[float, float] | None = None,
+) -> pd.DataFrame:
+    """The export table of ``candidates`` (label ``i + 1`` is candidate ``i``)."""
+    if len(candidates) == 0:
+        return empty_table(scale is not None)
+    full = candidates.table(first_id=1, label_image=label_image, scale=scale)
+    return to_export_columns(full)
+
+
+def table_from_labels(
+    labels: np.ndarray, prompt: str = "classical", scale: tuple[float, float] | None = None
+) -> pd.DataFrame:
+    """The export table of a plain 2-D label image (ids kept as they are, gaps allowed)."""
+    labels = np.asarray(labels)
+    ids = np.unique(labels)
+    ids = ids[ids != 0]
+    if ids.size == 0:
+        return empty_table(scale is not None)
+    cands = Candidates.from_label_image(labels, prompt=prompt)
+    table = to_export_columns(cands.table(label_image=_relabel(labels, ids), scale=scale))
+    table["label"] = ids.astype(np.int64)
+    return table
+
+
+def empty_table(physical: bool = False) -> pd.DataFrame:
+    """A table with no rows and the export columns (typed)."""
+    cols = list(OBJECT_COLUMNS) + ["visible_area"]
+    if physical:
+        cols += ["area_physical", "centroid_y_physical", "centroid_x_physical"]
+    floats = {
+        "score",
+        "centroid_y",
+        "centroid_x",
+        "area_physical",
+        "centroid_y_physical",
+        "centroid_x_physical",
+    }
+    return pd.DataFrame(
+        {
+            c: pd.Series(
+                [], dtype=object if c == "prompt" else (float if c in floats else np.int64)
+            )
+            for c in cols
+        }
+    )
+
+
+def to_export_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Order (and subset) a `Candidates.table` / napari ``features`` frame to the export columns."""
+    table = pd.DataFrame(table).copy()
+    for col in OBJECT_COLUMNS:
+        if col not in table.columns:
+            table[col] = np.nan if col != "prompt" else ""
+    cols = list(OBJECT_COLUMNS) + [c for c in EXTRA_COLUMNS if c in table.columns]
+    cols += [c for c in table.columns if c not in cols and c not in ("kind", "index")]
+    return table[cols].reset_index(drop=True)
+
+
+def write_table_csv(
+    path: str | os.PathLike, table: pd.DataFrame, *, overwrite: bool = False
+) -> Path:
+    """Write a table as UTF-8 CSV atomically (NaN as an empty cell; floats round-trip exactly)."""
+    with atomic_path(path, overwrite) as tmp:
+        pd.DataFrame(table).to_csv(tmp, index=False, na_rep="", lineterminator="\n")
+    return Path(path)
+
+
+def read_table_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read an objects CSV back (``prompt`` as text, empty prompt as "")."""
+    table = pd.read_csv(path, dtype={"prompt": str}, keep_default_na=True)
+    if "prompt" in table.columns:
+        table["prompt"] = table["prompt"].fillna("")
+    return table
+
+
+def _relabel(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Map ids to 1..n (the order `Candidates.from_label_image` uses)."""
+    if ids.size == 0:
+        return np.zeros(labels.shape, np.uint32)
+    lut = np.zeros(int(ids.max()) + 1, np.uint32)
+    lut[ids] = np.arange(1, ids.size + 1, dtype=np.uint32)
+    return lut[labels]
