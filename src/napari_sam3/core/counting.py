@@ -1,0 +1,465 @@
+"""Counting objects: the classical default (no weights, seconds) and SAM3 (text / exemplars, tiled).
+
+    result = count_objects(image)                                   # classical, diameter estimated
+    result = count_objects(image, diameter=18, scale=(0.325, 0.325))
+    result = count_objects(image, "sam3", prompt="nucleus", engine=engine)
+    result = count_objects(image, "sam3", exemplars=[[x0, y0, x1, y1]], engine=engine)
+    result.count, result.counts, result.labels, result.table, result.warnings
+
+Every function has a generator twin (``iter_count``, ``iter_count_stack``) that yields
+`core.progress.Progress` and returns the result, so the napari shell runs it in a worker and can cancel
+between steps, tiles and planes. The count is the number of DISTINCT non-zero labels (ids may have
+gaps), never ``labels.max()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .classical import estimate_diameter, iter_segment_classical, to_intensity
+from .errors import Sam3Error
+from .images import Preprocessing, channel_axis
+from .measure import count_distinct, measure_labels, write_table_csv
+from .progress import Progress, ProgressGen, run_to_end
+from .prompts import check_boxes, parse_concepts
+from .tiling import (
+    MODEL_SIZE,
+    Tile,
+    choose_tile_size,
+    exemplar_strip,
+    objects_from_masks,
+    stitch,
+    tile_grid,
+)
+
+__all__ = [
+    "CountResult",
+    "count_objects",
+    "count_stack",
+    "iter_count",
+    "iter_count_stack",
+    "write_table_csv",
+]
+
+METHODS = ("classical", "sam3")
+DIAMETER_WARN_RATIO = 1.5  # warn when the given diameter is this far from the measured median
+
+
+@dataclass
+class CountResult:
+    """What a count returns.
+
+    Attributes
+    ----------
+    labels : (H, W) or, for a stack, (N, H, W) int32 label image.
+    table : one row per object (see `core.measure.measure_labels`); a ``plane`` column for stacks.
+    count : number of distinct non-zero labels.
+    counts : objects per concept (prompt); ``{"classical": n}`` for the classical method.
+    method : "classical" or "sam3".
+    diameter : diameter used, in pixels (given or estimated); NaN when unknown.
+    warnings : messages for the user (diameter far from the measured one, no objects, ...).
+    plane_counts : per-plane counts of a stack (empty for a single plane).
+    meta : method details (polarity, threshold, tiles, tile size, ...).
+    """
+
+    labels: np.ndarray
+    table: pd.DataFrame
+    count: int
+    counts: dict[str, int]
+    method: str
+    diameter: float = float("nan")
+    warnings: list[str] = field(default_factory=list)
+    plane_counts: list[int] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def to_csv(self, path) -> None:
+        """Write the measurements table as CSV."""
+        write_table_csv(self.table, path)
+
+
+# ------------------------------------------------------------------------------ public API
+def count_objects(image: np.ndarray, method: str = "classical", **kwargs) -> CountResult:
+    """Count objects in one 2-D plane (gray, RGB or multichannel with ``channel``).
+
+    Synchronous form of `iter_count`; see there for the arguments.
+    """
+    return run_to_end(iter_count(image, method, **kwargs))
+
+
+def count_stack(stack: np.ndarray, method: str = "classical", **kwargs) -> CountResult:
+    """Count each plane of a (N, H, W) stack (or (N, H, W, 3) RGB); synchronous `iter_count_stack`."""
+    return run_to_end(iter_count_stack(stack, method, **kwargs))
+
+
+def iter_count(
+    image: np.ndarray,
+    method: str = "classical",
+    *,
+    diameter: float | None = None,
+    prompt: str | Sequence[str] | None = None,
+    exemplars: np.ndarray | Sequence[Sequence[float]] | None = None,
+    exemplar_labels: Sequence[int] | None = None,
+    engine=None,
+    scale: tuple[float, float] | None = None,
+    channel: int | None = None,
+    rgb: bool | None = None,
+    polarity: str = "auto",
+    intensity_threshold: str | float = "li",
+    background: bool = True,
+    split: bool | str = True,
+    min_size: float | None = None,
+    max_size: float | None = None,
+    exclude_border: bool = False,
+    min_score: float = 0.3,
+    mask_threshold: float = 0.5,
+    tile: int | str | None = "auto",
+    target_px: float = 40.0,
+    max_objects_per_tile: int = 150,
+) -> ProgressGen[CountResult]:
+    """Count objects; yields `Progress`, returns a `CountResult`.
+
+    Parameters
+    ----------
+    image : 2-D plane, (H, W, 3|4) RGB(A) or multichannel (pick ``channel``).
+    method : "classical" (default; no model) or "sam3" (needs ``engine`` and ``prompt``/``exemplars``).
+    diameter : expected object diameter in pixels; estimated when None. Sets the smoothing, the
+        splitting distance and the size filter (classical) and the tile size (sam3).
+    prompt : sam3 concept(s): "nucleus" or "nucleus, mitotic cell" or a list.
+    exemplars : sam3 example boxes, pixel ``x0, y0, x1, y1`` (x = column); ``exemplar_labels`` 1
+        positive (default) / 0 negative. With tiles, each tile sees the exemplars pasted beside it.
+    scale : physical pixel size (sy, sx): adds ``*_physical`` columns.
+    polarity, intensity_threshold, background, split : classical options (see
+        `core.classical.iter_segment_classical`).
+    min_size, max_size : object area limits in pixels (both methods).
+    exclude_border : drop objects touching the image border (both methods).
+    min_score, mask_threshold : sam3 score floor and mask binarisation.
+    tile : sam3 tiling: "auto" (from the diameter), an int tile side in pixels, or None (whole image).
+    target_px, max_objects_per_tile : how "auto" sizes tiles (see `core.tiling.choose_tile_size`).
+    """
+    if method not in METHODS:
+        raise Sam3Error(f"Unknown counting method {method!r}; use 'classical' or 'sam3'.")
+    if scale is not None:
+        scale = (float(scale[-2]), float(scale[-1]))
+        if not (scale[0] > 0 and scale[1] > 0):
+            raise Sam3Error(f"The pixel size must be positive, got {scale}.")
+    if diameter is not None and not (np.isfinite(diameter) and diameter > 0):
+        raise Sam3Error(f"The diameter must be a positive number of pixels, got {diameter}.")
+    intensity = to_intensity(image, channel, rgb)  # validates: empty, NaN, shape, channels
+    if method == "classical":
+        res = yield from iter_segment_classical(
+            intensity,
+            diameter,
+            polarity=polarity,
+            threshold=intensity_threshold,
+            background=background,
+            split=split,
+            min_size=min_size,
+            max_size=max_size,
+            exclude_border=exclude_border,
+        )
+        labels = res.labels
+        warnings = list(res.warnings)
+        scores, prompts = None, "classical"
+        used_d = res.diameter
+        meta = {
+            "polarity": res.polarity,
+            "threshold": res.threshold,
+            "work_factor": res.work_factor,
+            "estimated_diameter": res.estimated_diameter,
+            "work_labels": res.work_labels,
+        }
+    else:
+        labels, score_arr, prompt_list, used_d, warnings, meta = yield from _iter_sam3(
+            image,
+            intensity,
+            diameter=diameter,
+            prompt=prompt,
+            exemplars=exemplars,
+            exemplar_labels=exemplar_labels,
+            engine=engine,
+            channel=channel,
+            rgb=rgb,
+            min_score=min_score,
+            mask_threshold=mask_threshold,
+            tile=tile,
+            target_px=target_px,
+            max_objects_per_tile=max_objects_per_tile,
+        )
+        labels = _sam3_filters(labels, min_size, max_size, exclude_border)
+        ids = np.arange(1, len(prompt_list) + 1)
+        scores = {int(i): float(s) for i, s in zip(ids, score_arr, strict=True)}
+        prompts = {int(i): p for i, p in zip(ids, prompt_list, strict=True)}
+    yield Progress("Measuring objects", 0, None)
+    work = meta.pop("work_labels", None)
+    table = measure_labels(
+        labels,
+        intensity,
+        scale=scale,
+        scores=scores,
+        prompts=prompts,
+        work_labels=work,
+        work_factor=meta.get("work_factor", 1),
+    )
+    count = count_distinct(labels if work is None else work)
+    counts = {str(k): int(v) for k, v in table["prompt"].value_counts(sort=False).items()}
+    if method == "classical":
+        counts = {"classical": count}
+    if count == 0:
+        warnings.append("No objects were found.")
+    elif diameter is not None:
+        measured = float(np.median(table["equivalent_diameter"]))
+        ratio = measured / float(diameter)
+        if ratio > DIAMETER_WARN_RATIO or ratio < 1 / DIAMETER_WARN_RATIO:
+            warnings.append(
+                f"The given diameter ({float(diameter):.1f} px) is far from the measured median "
+                f"({measured:.1f} px); try diameter={measured:.0f} or leave it empty to estimate it."
+            )
+    return CountResult(
+        labels=labels,
+        table=table,
+        count=count,
+        counts=counts,
+        method=method,
+        diameter=float(used_d) if used_d is not None else float("nan"),
+        warnings=warnings,
+        meta=meta,
+    )
+
+
+def iter_count_stack(
+    stack: np.ndarray, method: str = "classical", *, rgb: bool | None = None, **kwargs
+) -> ProgressGen[CountResult]:
+    """Count each plane of a stack: (N, H, W), or (N, H, W, 3|4) with ``rgb``.
+
+    Yields `Progress` per plane (and the planes' own progress); returns one `CountResult` with
+    (N, H, W) labels, a table with a ``plane`` column, ``plane_counts`` and the total ``count``.
+    """
+    arr = np.asarray(stack)
+    is_rgb = rgb if rgb is not None else (arr.ndim == 4 and arr.shape[-1] in (3, 4))
+    if arr.ndim == 2 or (arr.ndim == 3 and is_rgb):
+        arr = arr[None]
+    if arr.ndim not in (3, 4) or arr.shape[0] == 0:
+        raise Sam3Error(f"A stack of planes is needed, got shape {arr.shape}.")
+    n = arr.shape[0]
+    labels, tables, plane_counts, warnings = [], [], [], []
+    counts: dict[str, int] = {}
+    diameters, meta = [], {}
+    for i in range(n):
+        yield Progress(f"Counting plane {i + 1}/{n}", i, n)
+        res = yield from iter_count(arr[i], method, rgb=is_rgb if arr.ndim == 4 else None, **kwargs)
+        labels.append(res.labels)
+        t = res.table.copy()
+        t.insert(0, "plane", i)
+        tables.append(t)
+        plane_counts.append(res.count)
+        for k, v in res.counts.items():
+            counts[k] = counts.get(k, 0) + v
+        warnings.extend(f"plane {i}: {w}" for w in res.warnings)
+        diameters.append(res.diameter)
+        meta = res.meta
+    yield Progress(f"Counted {n} planes", n, n)
+    table = pd.concat(tables, ignore_index=True)
+    return CountResult(
+        labels=np.stack(labels),
+        table=table,
+        count=int(sum(plane_counts)),
+        counts=counts,
+        method=method,
+        diameter=float(np.nanmedian(diameters)) if np.isfinite(diameters).any() else float("nan"),
+        warnings=warnings,
+        plane_counts=plane_counts,
+        meta={**meta, "planes": n},
+    )
+
+
+# ------------------------------------------------------------------------------ sam3
+def _concepts(prompt) -> list[str]:
+    if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
+        return []
+    return parse_concepts(prompt)
+
+
+def _crop(plane: np.ndarray, t: Tile, rgb_like: bool) -> np.ndarray:
+    if plane.ndim == 2 or rgb_like:
+        return plane[t.y0 : t.y1, t.x0 : t.x1]
+    if channel_axis(plane) == 0:
+        return plane[:, t.y0 : t.y1, t.x0 : t.x1]
+    return plane[t.y0 : t.y1, t.x0 : t.x1]
+
+
+def _iter_sam3(
+    image,
+    intensity,
+    *,
+    diameter,
+    prompt,
+    exemplars,
+    exemplar_labels,
+    engine,
+    channel,
+    rgb,
+    min_score,
+    mask_threshold,
+    tile,
+    target_px,
+    max_objects_per_tile,
+):
+    concepts = _concepts(prompt)
+    if engine is None:
+        raise Sam3Error(
+            "Counting with SAM3 needs a loaded model (Sam3Engine.load()); or use method='classical', "
+            "which needs no model."
+        )
+    h, w = intensity.shape
+    boxes = labels_ex = None
+    if exemplars is not None and np.asarray(exemplars).size:
+        boxes, labels_ex = check_boxes(exemplars, exemplar_labels, (h, w))
+    if not concepts and boxes is None:
+        raise Sam3Error('Counting with SAM3 needs a prompt (e.g. "nucleus") or exemplar boxes.')
+    warnings: list[str] = []
+    arr = np.asarray(image)
+    rgb_like = rgb if rgb is not None else (arr.ndim == 3 and arr.shape[-1] in (3, 4))
+    pre = Preprocessing(channel=channel) if channel is not None else Preprocessing()
+
+    # Diameter: given, from the exemplars, or estimated classically (cheap, no model).
+    d = diameter
+    if d is None and boxes is not None:
+        pos = boxes[labels_ex == 1] if (labels_ex == 1).any() else boxes
+        d = float(np.median(np.sqrt((pos[:, 2] - pos[:, 0]) * (pos[:, 3] - pos[:, 1]))))
+    if d is None and tile == "auto":
+        yield Progress("SAM3 count: estimating the object size", 0, None)
+        est = estimate_diameter(intensity)
+        d = est if np.isfinite(est) else None
+    model_size = int(getattr(engine, "image_size", MODEL_SIZE) or MODEL_SIZE)
+    if tile is None or tile == "none":
+        side = max(h, w)
+    elif tile == "auto":
+        side = choose_tile_size(
+            d, (h, w), target_px=target_px, model_size=model_size, max_objects=max_objects_per_tile
+        )
+    else:
+        side = int(tile)
+        if side < 16:
+            raise Sam3Error(f"The tile size must be at least 16 pixels, got {side}.")
+    overlap = int(np.ceil(1.5 * d)) if d else side // 8
+    overlap = max(16, min(overlap, side // 2))
+    tiles = tile_grid((h, w), side, overlap)
+    single = len(tiles) == 1
+    objects = []
+    strip = strip_boxes = strip_labels = None
+    if boxes is not None and not single:
+        boxes_yx = boxes[:, [1, 0, 3, 2]]
+        tile_h = tiles[0].shape[0]  # all tiles have the same size
+        strip, strip_boxes, kept = exemplar_strip(
+            arr if (arr.ndim == 2 or rgb_like) else _hwc(arr), boxes_yx, tile_h
+        )
+        if len(kept) == 0:
+            raise Sam3Error(
+                f"The exemplar boxes are too large for {side} px tiles; give a larger tile "
+                "(tile=...) or the diameter, or draw smaller boxes."
+            )
+        if len(kept) < len(boxes):
+            warnings.append(
+                f"Only {len(kept)} of {len(boxes)} exemplars fit beside a {side} px tile."
+            )
+        strip_labels = labels_ex[kept]
+    for t in tiles:
+        yield Progress(f"SAM3 count: tile {t.index + 1}/{len(tiles)}", t.index, len(tiles))
+        crop = _crop(arr, t, rgb_like)
+        if boxes is None:
+            cands = engine.segment_text(
+                crop,
+                concepts,
+                preprocessing=pre,
+                rgb=rgb,
+                min_score=min_score,
+                mask_threshold=mask_threshold,
+            )
+            masks, th, tw = cands.masks, *t.shape
+        else:
+            text = concepts or None
+            if single:
+                cands = engine.segment_exemplars(
+                    crop,
+                    boxes,
+                    labels_ex,
+                    text=text,
+                    preprocessing=pre,
+                    rgb=rgb,
+                    min_score=min_score,
+                    mask_threshold=mask_threshold,
+                )
+                masks = cands.masks
+            else:
+                crop_hwc = crop if (crop.ndim == 2 or rgb_like) else _hwc(crop)
+                composite, comp_boxes = _with_strip(crop_hwc, strip, strip_boxes)
+                cands = engine.segment_exemplars(
+                    composite,
+                    comp_boxes[:, [1, 0, 3, 2]],
+                    strip_labels,
+                    text=text,
+                    preprocessing=pre,
+                    rgb=rgb,
+                    min_score=min_score,
+                    mask_threshold=mask_threshold,
+                )
+                th, tw = crop_hwc.shape[:2]
+                keep = _inside_tile(cands.masks, tw)
+                masks = cands.masks[keep][:, :th, :tw]
+                cands = cands.subset(keep)
+        objects.extend(objects_from_masks(masks, cands.scores, cands.prompts, t, (h, w)))
+    yield Progress(
+        f"SAM3 count: merging {len(objects)} objects from {len(tiles)} tiles",
+        len(tiles),
+        len(tiles),
+    )
+    labels, scores, prompts = stitch(objects, (h, w), tiles)
+    meta = {"tiles": len(tiles), "tile_size": side, "overlap": overlap, "model_size": model_size}
+    return labels, scores, prompts, d, warnings, meta
+
+
+def _hwc(arr: np.ndarray) -> np.ndarray:
+    """(C, H, W) multichannel -> (H, W, C) so tiles and strips concatenate along columns."""
+    return np.moveaxis(arr, 0, -1) if channel_axis(arr) == 0 else arr
+
+
+def _with_strip(tile_img: np.ndarray, strip: np.ndarray, strip_boxes: np.ndarray):
+    """The tile with the exemplar strip (as tall as the tile) pasted on its right; the boxes
+    (y0, x0, y1, x1) move with it."""
+    comp = np.concatenate([tile_img, strip.astype(tile_img.dtype)], axis=1)
+    b = strip_boxes.copy()
+    b[:, [1, 3]] += tile_img.shape[1]
+    return comp, b
+
+
+def _inside_tile(masks: np.ndarray, tile_w: int) -> np.ndarray:
+    """Objects found on the tile itself, not on the pasted exemplar strip (column centroid)."""
+    n = masks.shape[0]
+    if n == 0:
+        return np.zeros(0, bool)
+    cols = masks.any(axis=1)  # (N, W)
+    xs = np.arange(masks.shape[2])
+    weight = cols.sum(axis=1)
+    cx = (cols * xs).sum(axis=1) / np.maximum(weight, 1)
+    return (weight > 0) & (cx < tile_w)
+
+
+def _sam3_filters(labels, min_size, max_size, exclude_border):
+    """Size and border filters on a stitched label image; ids are kept (scores index by id)."""
+    if min_size is None and max_size is None and not exclude_border:
+        return labels
+    areas = np.bincount(labels.ravel())
+    bad = np.zeros(areas.size, bool)
+    if min_size is not None:
+        bad |= areas < float(min_size)
+    if max_size is not None:
+        bad |= areas > float(max_size)
+    if exclude_border:
+        edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+        bad[np.unique(edge)] = True
+    bad[0] = False
+    return np.where(bad[labels], 0, labels).astype(labels.dtype, copy=False)

@@ -1,0 +1,463 @@
+"""Counting: classical accuracy on synthetic nuclei, measurements, bad input, stacks, progress,
+and the SAM3 path (tiling, exemplar strips, de-duplication) with a ground-truth engine and with the
+tiny random checkpoint."""
+
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_sam3.core.candidates import Candidates
+from napari_sam3.core.classical import block_mean, estimate_diameter, upsample_labels
+from napari_sam3.core.counting import (
+    CountResult,
+    count_objects,
+    count_stack,
+    iter_count,
+    write_table_csv,
+)
+from napari_sam3.core.errors import Cancelled, Sam3Error
+from napari_sam3.core.measure import count_distinct, match_labels, measure_labels
+from napari_sam3.core.progress import Progress, run_to_end
+from napari_sam3.core.synthetic import synthetic_nuclei
+from napari_sam3.core.tiling import tile_grid
+
+
+@pytest.fixture(scope="module")
+def nuclei():
+    return synthetic_nuclei((256, 256), seed=11, diameter=16, coverage=0.5, touching=0.75)
+
+
+@pytest.fixture(scope="module")
+def counted(nuclei):
+    return count_objects(nuclei[0])
+
+
+# ------------------------------------------------------------------------------ classical
+def test_classical_counts_dense_touching_nuclei(nuclei, counted):
+    img, gt = nuclei
+    m = match_labels(gt, counted.labels)
+    assert m["f1"] >= 0.88, m
+    assert abs(m["count_error"]) <= 0.06, m
+    assert counted.method == "classical" and counted.counts == {"classical": counted.count}
+    assert counted.labels.shape == img.shape
+    assert counted.meta["polarity"] == "bright"
+
+
+def test_count_is_distinct_labels_not_max(counted):
+    assert counted.count == len(np.unique(counted.labels)) - 1 == len(counted.table)
+    gappy = np.zeros((10, 10), np.int32)
+    gappy[1, 1], gappy[3, 3], gappy[5, 5] = 1, 7, 40
+    assert count_distinct(gappy) == 3
+    assert count_distinct(np.zeros((4, 4), np.uint16)) == 0
+
+
+def test_estimate_diameter_close_to_truth(nuclei):
+    img, gt = nuclei
+    truth = np.median(measure_labels(gt)["equivalent_diameter"])
+    assert estimate_diameter(img) == pytest.approx(truth, rel=0.2)
+
+
+def test_uneven_illumination_and_low_light():
+    img, gt = synthetic_nuclei((256, 256), seed=3, illumination=0.8, photons=80)
+    m = match_labels(gt, count_objects(img).labels)
+    assert m["f1"] >= 0.8 and abs(m["count_error"]) <= 0.15, m
+
+
+def test_dark_objects_on_bright_background(nuclei):
+    img, gt = nuclei
+    inverted = (65535 - img).astype(np.uint16)
+    res = count_objects(inverted)
+    assert res.meta["polarity"] == "dark"
+    assert match_labels(gt, res.labels)["f1"] >= 0.85
+
+
+def test_large_image_works_at_reduced_resolution():
+    img, gt = synthetic_nuclei((384, 384), seed=2, diameter=40, coverage=0.4)
+    res = count_objects(img)
+    assert res.meta["work_factor"] >= 3  # objects processed at ~10 px across
+    assert res.labels.shape == img.shape
+    assert match_labels(gt, res.labels)["f1"] >= 0.85
+
+
+def test_diameter_far_from_measured_warns(nuclei):
+    res = count_objects(nuclei[0], diameter=70)
+    assert any("far from the measured" in w for w in res.warnings)
+    assert not any("far from" in w for w in count_objects(nuclei[0], diameter=16).warnings)
+
+
+def test_exclude_border_and_size_filter(nuclei):
+    res = count_objects(nuclei[0], exclude_border=True)
+    lab = res.labels
+    edge = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
+    assert not edge.any()
+    assert 0 < res.count < count_objects(nuclei[0]).count
+    big = count_objects(nuclei[0], min_size=300)
+    assert big.count < res.count + 40 and (big.table["area"] >= 300 * 0.9).all()
+
+
+# ------------------------------------------------------------------------------ measurements
+def test_table_matches_regionprops_and_units(nuclei, counted):
+    from skimage.measure import regionprops_table
+
+    img, _ = nuclei
+    res = count_objects(img, scale=(0.5, 0.25))
+    t = res.table
+    rp = regionprops_table(
+        res.labels,
+        intensity_image=img,
+        properties=(
+            "label",
+            "area",
+            "centroid",
+            "bbox",
+            "intensity_mean",
+            "intensity_max",
+            "eccentricity",
+            "equivalent_diameter_area",
+        ),
+    )
+    pairs = {
+        "label": "label",
+        "area": "area",
+        "centroid_y": "centroid-0",
+        "centroid_x": "centroid-1",
+        "bbox_y0": "bbox-0",
+        "bbox_x0": "bbox-1",
+        "bbox_y1": "bbox-2",
+        "bbox_x1": "bbox-3",
+        "mean_intensity": "intensity_mean",
+        "max_intensity": "intensity_max",
+        "eccentricity": "eccentricity",
+        "equivalent_diameter": "equivalent_diameter_area",
+    }
+    for ours, theirs in pairs.items():
+        np.testing.assert_allclose(t[ours], rp[theirs], rtol=1e-6, atol=1e-6, err_msg=ours)
+    assert t["score"].isna().all() and set(t["prompt"]) == {"classical"}
+    np.testing.assert_allclose(t["area_physical"], t["area"] * 0.125)
+    np.testing.assert_allclose(t["centroid_x_physical"], t["centroid_x"] * 0.25)
+    assert "area_physical" not in counted.table
+
+
+def test_blocked_measurement_is_exact_at_odd_sizes():
+    from skimage.measure import regionprops_table
+
+    img, gt = synthetic_nuclei((101, 77), seed=1, diameter=12)
+    small = gt[::3, ::3].copy()
+    full = upsample_labels(small, 3, img.shape)
+    t = measure_labels(full, img, work_labels=small, work_factor=3)
+    rp = regionprops_table(
+        full,
+        intensity_image=img,
+        properties=("area", "centroid", "bbox", "intensity_mean", "intensity_max", "eccentricity"),
+    )
+    for ours, theirs in [
+        ("area", "area"),
+        ("centroid_y", "centroid-0"),
+        ("bbox_y1", "bbox-2"),
+        ("bbox_x1", "bbox-3"),
+        ("mean_intensity", "intensity_mean"),
+        ("max_intensity", "intensity_max"),
+        ("eccentricity", "eccentricity"),
+    ]:
+        np.testing.assert_allclose(t[ours], rp[theirs], rtol=1e-6, atol=1e-6, err_msg=ours)
+    bm = block_mean(img.astype(np.float32), 3)
+    assert bm[-1, -1] == pytest.approx(img[99:, 75:].mean(), rel=1e-5)  # edge block: own pixels
+
+
+def test_match_labels_counts_tp_fp_fn():
+    gt = np.zeros((20, 20), int)
+    gt[2:6, 2:6], gt[10:14, 10:14] = 1, 2
+    pred = np.zeros_like(gt)
+    pred[2:6, 2:7] = 5  # IoU 16/20 with gt 1
+    pred[16:18, 16:18] = 9  # false positive
+    m = match_labels(gt, pred)
+    assert (m["tp"], m["fp"], m["fn"]) == (1, 1, 1)
+    assert m["f1"] == pytest.approx(0.5) and m["count_error"] == 0.0
+    assert match_labels(gt, gt)["f1"] == 1.0
+
+
+def test_write_table_csv_roundtrip(tmp_path, counted):
+    path = write_table_csv(counted.table, tmp_path / "sub" / "counts.csv")
+    back = pd.read_csv(path)
+    assert len(back) == counted.count
+    assert list(back.columns) == list(counted.table.columns)
+    counted.to_csv(tmp_path / "again.csv")
+    assert (tmp_path / "again.csv").read_text() == path.read_text()
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_empty_constant_and_nan_images():
+    with pytest.raises(Sam3Error, match="empty"):
+        count_objects(np.zeros((0, 0)))
+    with pytest.raises(Sam3Error, match="no finite"):
+        count_objects(np.full((32, 32), np.nan))
+    res = count_objects(np.full((64, 64), 7, np.uint16))
+    assert res.count == 0 and len(res.table) == 0
+    assert any("constant" in w for w in res.warnings)
+    res = count_objects(np.zeros((64, 64), np.float32))
+    assert res.count == 0
+    with pytest.raises(Sam3Error, match="diameter"):
+        count_objects(np.ones((32, 32)), diameter=-3)
+    with pytest.raises(Sam3Error, match="method"):
+        count_objects(np.ones((32, 32)), method="magic")
+
+
+def test_nan_holes_and_negative_values(nuclei, counted):
+    img = nuclei[0].astype(np.float32) - 5000.0  # negative everywhere (background-subtracted data)
+    assert count_objects(img).count == counted.count
+    holes = nuclei[0].astype(np.float32)
+    holes[100:104, :] = np.nan
+    assert abs(count_objects(holes).count - counted.count) <= 0.05 * counted.count
+
+
+def test_one_pixel_objects():
+    img = np.zeros((64, 64), np.uint16)
+    pts = [(5, 5), (20, 40), (33, 10), (50, 50), (60, 20)]
+    for y, x in pts:
+        img[y, x] = 1000
+    res = count_objects(img, diameter=1)
+    assert res.count == 5
+    # without diameter=1, isolated single pixels are taken for hot camera pixels, and said so
+    auto = count_objects(img)
+    assert auto.count == 0 and any("hot pixels" in w for w in auto.warnings)
+    assert sorted(zip(res.table["centroid_y"], res.table["centroid_x"], strict=True)) == sorted(pts)
+
+
+def test_rgb_and_multichannel(nuclei, counted):
+    img = nuclei[0]
+    rgb8 = np.repeat((img / img.max() * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    assert abs(count_objects(rgb8).count - counted.count) <= 0.05 * counted.count
+    two = np.stack([np.zeros_like(img), img])
+    with pytest.raises(Sam3Error, match="channel"):
+        count_objects(two)
+    assert count_objects(two, channel=1).count == counted.count
+    with pytest.raises(Sam3Error, match="Channel 5"):
+        count_objects(two, channel=5)
+    with pytest.raises(Sam3Error, match="2-D plane|count_stack|channels"):
+        count_objects(np.zeros((20, 30, 30, 30)))
+
+
+def test_hot_pixels_do_not_become_objects():
+    clean, gt = synthetic_nuclei((256, 256), seed=8, diameter=16)
+    hot, _ = synthetic_nuclei((256, 256), seed=8, diameter=16, hot_pixels=300)
+    assert (hot == 65535).sum() >= 250
+    n_clean = count_objects(clean).count
+    n_hot = count_objects(hot).count
+    assert abs(n_hot - n_clean) <= 0.03 * n_clean
+    res = count_objects(hot)
+    assert match_labels(gt, res.labels)["f1"] >= 0.85
+    assert any("hot pixels" in w for w in res.warnings)
+
+
+# ------------------------------------------------------------------------------ progress, stacks
+def test_iter_count_yields_progress_and_returns_result(nuclei):
+    gen = iter_count(nuclei[0])
+    reports = []
+    res = run_to_end(gen, on_progress=reports.append)
+    assert isinstance(res, CountResult)
+    assert reports and all(isinstance(r, Progress) for r in reports)
+    assert any("splitting" in r.message for r in reports)
+
+
+def test_cancel_stops_between_steps(nuclei):
+    cancel = threading.Event()
+    seen = []
+
+    def on_progress(p):
+        seen.append(p)
+        cancel.set()
+
+    with pytest.raises(Cancelled):
+        run_to_end(iter_count(nuclei[0]), on_progress=on_progress, cancel=cancel)
+    assert len(seen) == 1
+
+
+def test_count_stack_has_plane_column():
+    planes = [synthetic_nuclei((96, 96), seed=s, diameter=14)[0] for s in range(3)]
+    res = count_stack(np.stack(planes))
+    assert res.labels.shape == (3, 96, 96)
+    assert res.plane_counts == [count_objects(p).count for p in planes]
+    assert res.count == sum(res.plane_counts) == len(res.table)
+    assert list(res.table["plane"].unique()) == [0, 1, 2]
+    assert res.counts == {"classical": res.count}
+
+
+# ------------------------------------------------------------------------------ sam3 path
+class TruthEngine:
+    """Stands in for Sam3Engine: returns the ground-truth objects of whatever crop it is shown.
+
+    Crops are located in the full image by exact comparison with the candidate tiles; exemplar
+    composites (tile + pasted exemplar strip) also get a fake object on the strip, which the
+    counter must drop.
+    """
+
+    image_size = 1008
+
+    def __init__(self, image, gt, tiles=None, score=0.8):
+        self.image, self.gt, self.tiles, self.score = image, gt, tiles, score
+        self.text_calls, self.exemplar_calls = [], []
+
+    def _locate(self, plane):
+        h, w = plane.shape[:2]
+        tiles = self.tiles or [type("T", (), {"y0": 0, "x0": 0})()]
+        for t in tiles:
+            y0, x0 = t.y0, t.x0
+            if (
+                y0 + h <= self.image.shape[0]
+                and x0 + w <= self.image.shape[1]
+                and np.array_equal(self.image[y0 : y0 + h, x0 : x0 + w], plane)
+            ):
+                return y0, x0
+        raise AssertionError("crop not found")
+
+    def _cands(self, y0, x0, h, w, prompt, kind):
+        c = Candidates.from_label_image(self.gt[y0 : y0 + h, x0 : x0 + w], prompt=prompt, kind=kind)
+        return Candidates(c.masks, np.full(len(c), self.score), c.boxes, c.prompts, kind)
+
+    def segment_text(self, plane, concepts, **kw):
+        self.text_calls.append((plane.shape, list(concepts), kw))
+        y0, x0 = self._locate(plane)
+        return self._cands(y0, x0, *plane.shape, concepts[0], "text")
+
+    def segment_exemplars(self, plane, boxes, labels=None, text=None, **kw):
+        self.exemplar_calls.append((plane.shape, np.asarray(boxes), np.asarray(labels)))
+        boxes = np.asarray(boxes)
+        assert labels is not None and len(labels) == len(boxes)
+        assert (boxes[:, 2] <= plane.shape[1]).all() and (boxes[:, 3] <= plane.shape[0]).all()
+        if self.tiles is None:
+            return self._cands(0, 0, *plane.shape, "exemplar", "exemplar")
+        th = plane.shape[0]
+        for t in self.tiles:  # the tile is the left part of the composite
+            tw = t.x1 - t.x0
+            if t.y1 - t.y0 == th and np.array_equal(self.image[t.slices], plane[:, :tw]):
+                inner = self._cands(t.y0, t.x0, th, tw, "exemplar", "exemplar")
+                masks = np.zeros((len(inner) + 1, *plane.shape), bool)
+                masks[:-1, :, :tw] = inner.masks
+                x0, y0, x1, y1 = boxes[0].astype(int)
+                masks[-1, y0:y1, x0:x1] = True  # the exemplar itself, found on the strip
+                return Candidates.from_masks(
+                    masks, np.full(len(masks), self.score), prompts="exemplar", kind="exemplar"
+                )
+        raise AssertionError("tile not found in composite")
+
+
+@pytest.fixture(scope="module")
+def big_nuclei():
+    return synthetic_nuclei((300, 340), seed=21, diameter=14, coverage=0.45)
+
+
+def test_sam3_tiled_text_count_recovers_every_object(big_nuclei):
+    img, gt = big_nuclei
+    side, overlap = 120, 21
+    eng = TruthEngine(img, gt, tile_grid(img.shape, side, overlap))
+    reports = []
+    res = run_to_end(
+        iter_count(img, "sam3", prompt="nucleus", engine=eng, tile=side, diameter=14),
+        on_progress=reports.append,
+    )
+    n_tiles = len(eng.text_calls)
+    assert n_tiles == res.meta["tiles"] > 1
+    assert sum("tile" in r.message for r in reports) >= n_tiles
+    assert match_labels(gt, res.labels)["f1"] == 1.0
+    assert res.count == gt.max() and res.counts == {"nucleus": gt.max()}
+    assert np.allclose(res.table["score"], 0.8) and set(res.table["prompt"]) == {"nucleus"}
+
+
+def test_sam3_auto_tiles_from_diameter(big_nuclei):
+    img, gt = big_nuclei
+    # 1008 px model, 40 px per object -> 14 px objects need tiles of ~<=353 px; count limit smaller
+    res = count_objects(img, "sam3", prompt="nucleus", engine=TruthEngine(img, gt, None), tile=None)
+    assert res.meta["tiles"] == 1 and res.count == gt.max()
+    side = res.meta["tile_size"]
+    assert side == max(img.shape)
+
+
+def test_sam3_cancel_between_tiles(big_nuclei):
+    img, gt = big_nuclei
+    eng = TruthEngine(img, gt, tile_grid(img.shape, 120, 21))
+    cancel = threading.Event()
+
+    def on_progress(p):
+        if "tile 2/" in p.message:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        run_to_end(
+            iter_count(img, "sam3", prompt="nucleus", engine=eng, tile=120, diameter=14),
+            on_progress=on_progress,
+            cancel=cancel,
+        )
+    assert len(eng.text_calls) == 1  # the second tile was never sent to the model
+
+
+def test_sam3_exemplars_pasted_beside_each_tile(big_nuclei):
+    img, gt = big_nuclei
+    side = 120
+    tiles = tile_grid(img.shape, side, 21)
+    eng = TruthEngine(img, gt, tiles)
+    ys, xs = np.nonzero(gt == 5)
+    box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    ys, xs = np.nonzero(gt == 9)
+    negative = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    too_big = [0, 0, 200, 200]  # does not fit beside a 120 px tile: left out, with a warning
+    res = count_objects(
+        img,
+        "sam3",
+        exemplars=[too_big, box, negative],
+        exemplar_labels=[1, 1, 0],
+        engine=eng,
+        tile=side,
+        diameter=14,
+    )
+    assert any("1 of 3" in w or "2 of 3" in w for w in res.warnings)
+    assert len(eng.exemplar_calls) == len(tiles)
+    for shape, boxes, labels in eng.exemplar_calls:
+        assert shape[1] > side and (boxes[:, 0] >= side).all()  # boxes point into the strip
+        assert list(labels) == [1, 0]  # labels follow the boxes that fit
+    assert res.count == gt.max()  # the strip's fake object was dropped
+    assert match_labels(gt, res.labels)["f1"] == 1.0
+    auto = count_objects(img, "sam3", exemplars=[box], engine=eng, tile=side)
+    assert auto.diameter == pytest.approx(np.sqrt((box[2] - box[0]) * (box[3] - box[1])))
+    with pytest.raises(Sam3Error, match="too large"):
+        count_objects(img, "sam3", exemplars=[too_big], engine=eng, tile=side)
+
+
+def test_sam3_needs_engine_and_prompt(nuclei):
+    with pytest.raises(Sam3Error, match="loaded model"):
+        count_objects(nuclei[0], "sam3", prompt="nucleus")
+    eng = TruthEngine(*nuclei)
+    with pytest.raises(Sam3Error, match="prompt"):
+        count_objects(nuclei[0], "sam3", engine=eng)
+    with pytest.raises(Sam3Error, match="empty or outside"):
+        count_objects(nuclei[0], "sam3", engine=eng, exemplars=[[10, 10, 10, 20]])
+
+
+def test_sam3_with_tiny_random_checkpoint(engine, nuclei):
+    """Structure only: random weights give random masks."""
+    img = nuclei[0][:160, :200]
+    before = dict(engine.stats)
+    reports = []
+    res = run_to_end(
+        iter_count(
+            img, "sam3", prompt="nucleus, cell", engine=engine, min_score=0.0, diameter=12, tile=96
+        ),
+        on_progress=reports.append,
+    )
+    n_tiles = res.meta["tiles"]
+    assert n_tiles == len(tile_grid(img.shape, 96, 18)) > 1
+    assert engine.stats["detector_calls"] - before["detector_calls"] >= n_tiles
+    assert res.labels.shape == img.shape
+    assert res.count == count_distinct(res.labels) == len(res.table)
+    assert set(res.table["prompt"]) <= {"nucleus", "cell"}
+    assert sum(res.counts.values()) == res.count
+    assert ((res.table["score"] >= 0) & (res.table["score"] <= 1)).all()
+    assert sum("tile" in r.message for r in reports) >= n_tiles
+
+
+def test_pure_noise_is_flagged_unreliable(counted):
+    noise = np.random.default_rng(0).normal(100, 10, (256, 256)).astype(np.float32)
+    res = count_objects(noise)
+    assert any("barely stand out from the noise" in w for w in res.warnings)
+    assert not any("noise" in w for w in counted.warnings)
