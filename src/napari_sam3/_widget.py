@@ -1,0 +1,163 @@
+"""The SAM3 dock widget: model settings on top, then the "Segment" and "Count" tabs.
+
+Only wiring: the tabs read their controls, run core generators through one shared `JobRunner`
+(so one model is never driven from two threads) and turn results into layers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._segment_tab import SegmentTab, _notify_error
+from ._worker import EngineHolder, Job, JobRunner
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def default_model() -> str:
+    return os.environ.get("NAPARI_SAM3_MODEL", "").strip() or "facebook/sam3"
+
+
+class Sam3Widget(QWidget):
+    """SAM3 in napari: segment with text, exemplars, clicks and boxes; count objects.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    engine_loader : callable, optional
+        ``loader(source=..., device=...) -> engine``; default ``Sam3Engine.load``. For tests.
+    """
+
+    def __init__(self, napari_viewer, engine_loader=None, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.holder = EngineHolder(engine_loader)
+        self.runner = JobRunner()
+        self._closed = False
+        self._had_parent = parent is not None
+
+        layout = QVBoxLayout(self)
+        model_form = QFormLayout()
+        self.model_edit = QLineEdit(default_model())
+        self.model_edit.setToolTip(
+            "Hugging Face hub id (default facebook/sam3, gated: accept the licence on its hub page "
+            "and run `hf auth login`) or a local folder holding the checkpoint. "
+            "Default from $NAPARI_SAM3_MODEL."
+        )
+        model_form.addRow("Model", self.model_edit)
+        row = QHBoxLayout()
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        self.device_combo.setToolTip("auto: CUDA if available, else Apple MPS, else CPU.")
+        self.load_btn = QPushButton("Load model")
+        self.load_btn.setToolTip("Optional: the model also loads on the first run.")
+        self.load_btn.clicked.connect(self.load_model)
+        row.addWidget(self.device_combo)
+        row.addWidget(self.load_btn)
+        model_form.addRow("Device", row)
+        self.model_status = QLabel("Model not loaded (loads on first run).")
+        self.model_status.setWordWrap(True)
+        model_form.addRow(self.model_status)
+        layout.addLayout(model_form)
+
+        self.tabs = QTabWidget()
+        self.segment_tab = SegmentTab(self.viewer, self.holder, self.runner, self.model_settings)
+        self.tabs.addTab(self.segment_tab, "Segment")
+        self.count_tab = _make_count_tab(self)
+        self.tabs.addTab(self.count_tab, "Count")
+        layout.addWidget(self.tabs)
+        self.model_edit.editingFinished.connect(self._update_model_status)
+        self.device_combo.currentIndexChanged.connect(self._update_model_status)
+        self.runner.listeners.append(lambda job: self._update_model_status())
+        # Clean up even when napari deletes the dock without a close event.
+        self.destroyed.connect(self.runner.close)
+
+    # ------------------------------------------------------------------ model
+    def model_settings(self) -> tuple[str, str]:
+        return self.model_edit.text().strip() or default_model(), self.device_combo.currentText()
+
+    def _update_model_status(self, *args) -> None:
+        source, device = self.model_settings()
+        if self.holder.is_loaded(source, device):
+            engine = self.holder.engine
+            self.model_status.setText(
+                f"Loaded: {getattr(engine, 'source', source)} on {getattr(engine, 'device', device)}"
+            )
+        else:
+            self.model_status.setText("Model not loaded (loads on first run).")
+
+    def load_model(self) -> Job:
+        """Load the model now (in a worker); errors become notifications naming the fix."""
+        source, device = self.model_settings()
+        holder = self.holder
+
+        def make():
+            return (yield from holder.iter_engine(source, device))
+
+        def on_error(exc):
+            self.model_status.setText("Model not loaded: see the notification.")
+            _notify_error(exc)
+
+        job = Job(
+            make=make,
+            desc="SAM3: loading model",
+            group="load",
+            on_result=lambda engine: self._update_model_status(),
+            on_error=on_error,
+            on_progress=lambda p: self.model_status.setText(p.message),
+        )
+        return self.runner.submit(job, replace_running=False)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing running or waiting in any tab (tests and scripts wait on this)."""
+        tabs_idle = all(getattr(t, "idle", True) for t in (self.segment_tab, self.count_tab))
+        return self.runner.idle and tabs_idle
+
+    # ------------------------------------------------------------------ lifetime
+    def cleanup(self) -> None:
+        """Cancel runs and disconnect from the viewer; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.runner.close()
+        self.segment_tab.disconnect_viewer()
+        if hasattr(self.count_tab, "disconnect_viewer"):
+            self.count_tab.disconnect_viewer()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
+        self.cleanup()
+        super().closeEvent(event)
+
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt name
+        # napari's remove_dock_widget (the dock's close button) only un-parents the widget: treat
+        # losing the dock as closing, so no result lands after the user closed the widget.
+        from qtpy.QtCore import QEvent
+
+        if event.type() == QEvent.Type.ParentChange:
+            if self.parent() is None and self._had_parent:
+                self.cleanup()
+            self._had_parent = self.parent() is not None
+        super().changeEvent(event)
+
+
+def _make_count_tab(widget: Sam3Widget) -> QWidget:
+    try:
+        from ._count_tab import CountTab
+    except ImportError as exc:  # counting core not available yet
+        placeholder = QLabel(f"Counting is not available: {exc}")
+        placeholder.setWordWrap(True)
+        return placeholder
+    return CountTab(widget.viewer, widget.holder, widget.runner, widget.model_settings)
