@@ -241,7 +241,10 @@ def _gui(args) -> int:
     viewer = napari.Viewer(title="napari-sam3")
     if args.sample:
         viewer.open_sample("napari-sam3", "nuclei")
-    viewer.window.add_plugin_dock_widget("napari-sam3", "SAM3")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-sam3", "SAM3")
+    if args.sample:  # the first minute: the sample is open, the counter needs no weights
+        widget.tabs.setCurrentWidget(widget.count_tab)
+        print("Sample opened: press Count in the SAM3 panel's Count tab.", file=sys.stderr)
     napari.run()
     return 0
 
