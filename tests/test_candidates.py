@@ -134,6 +134,42 @@ def test_empty_candidates_table():
     assert tuple(t.columns) == TABLE_COLUMNS and len(t) == 0
 
 
+def test_zero_candidates_areas_filter_and_full_table():
+    none = Candidates.empty((6, 7))
+    assert none.areas.shape == (0,) and none.areas.dtype == np.int64
+    assert len(none.filter(0.5, min_area=10)) == 0 and none.filter(min_area=3).shape == (6, 7)
+    t = none.table(scale=(0.5, 0.5), intensity=np.ones((6, 7)), first_id=5)
+    assert len(t) == 0 and {"area_physical", "mean_intensity"} <= set(t.columns)
+    assert tuple(t.columns[: len(TABLE_COLUMNS)]) == TABLE_COLUMNS
+
+
+def test_table_matches_full_plane_reference():
+    """The box-cropped table gives what a whole-plane computation gives (masks with gaps,
+    an empty mask, RGB intensity, model boxes that differ from the masks)."""
+    rng = np.random.default_rng(0)
+    shape = (40, 50)
+    masks = rng.random((5, *shape)) > 0.97
+    masks[1] = False  # empty
+    masks[2, 10:20, 30:45] = True
+    boxes = np.array([[0, 0, 50, 40]] * 5, np.float32)  # loose model boxes: kept as given
+    c = Candidates(masks, rng.random(5), boxes, ["a"] * 5)
+    intensity = rng.random((*shape, 3))
+    t = c.table(scale=(2.0, 0.5), intensity=intensity)
+    for i in range(5):
+        rr, cc = np.nonzero(masks[i])
+        row = t.iloc[i]
+        assert row["area"] == rr.size == c.areas[i]
+        if rr.size == 0:
+            assert np.isnan(row["centroid_y"]) and np.isnan(row["mean_intensity"])
+            continue
+        assert row["centroid_y"] == pytest.approx(rr.mean())
+        assert row["centroid_x"] == pytest.approx(cc.mean())
+        assert row["mean_intensity"] == pytest.approx(intensity[rr, cc].mean())
+        assert row["max_intensity"] == pytest.approx(intensity[rr, cc].max())
+        assert row["centroid_x_physical"] == pytest.approx(0.5 * cc.mean())
+    assert list(t["bbox_x1"]) == [50] * 5 and list(t["bbox_y1"]) == [40] * 5
+
+
 def test_from_label_image_uses_distinct_ids_not_max():
     labels = np.zeros((10, 10), np.uint16)
     labels[0:2, 0:2] = 3

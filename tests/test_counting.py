@@ -10,18 +10,13 @@ import pytest
 
 from napari_sam3.core.candidates import Candidates
 from napari_sam3.core.classical import block_mean, estimate_diameter, upsample_labels
-from napari_sam3.core.counting import (
-    CountResult,
-    count_objects,
-    count_stack,
-    iter_count,
-    write_table_csv,
-)
+from napari_sam3.core.counting import CountResult, count_objects, count_stack, iter_count
 from napari_sam3.core.errors import Cancelled, Sam3Error
 from napari_sam3.core.measure import count_distinct, match_labels, measure_labels
 from napari_sam3.core.progress import Progress, run_to_end
 from napari_sam3.core.synthetic import synthetic_nuclei
 from napari_sam3.core.tiling import tile_grid
+from napari_sam3.io.tables import write_table_csv
 
 
 @pytest.fixture(scope="module")
@@ -179,12 +174,25 @@ def test_match_labels_counts_tp_fp_fn():
 
 
 def test_write_table_csv_roundtrip(tmp_path, counted):
-    path = write_table_csv(counted.table, tmp_path / "sub" / "counts.csv")
+    path = write_table_csv(tmp_path / "sub" / "counts.csv", counted.table)
     back = pd.read_csv(path)
     assert len(back) == counted.count
     assert list(back.columns) == list(counted.table.columns)
-    counted.to_csv(tmp_path / "again.csv")
-    assert (tmp_path / "again.csv").read_text() == path.read_text()
+    with pytest.raises(Sam3Error, match="already exists"):
+        write_table_csv(path, counted.table)
+    write_table_csv(path, counted.table.iloc[:1], overwrite=True)
+    assert len(pd.read_csv(path)) == 1
+
+
+def test_measure_columns_are_the_shared_ones(counted):
+    from napari_sam3.core.columns import MEASURE_COLUMNS, PHYSICAL_COLUMNS
+
+    assert tuple(counted.table.columns[: len(MEASURE_COLUMNS)]) == MEASURE_COLUMNS
+    lab = np.zeros((8, 8), np.uint16)
+    lab[2:5, 2:5] = 1
+    scaled = measure_labels(lab, scale=(0.5, 0.5))
+    assert set(PHYSICAL_COLUMNS) <= set(scaled.columns)
+    assert scaled["area_physical"].iloc[0] == pytest.approx(9 * 0.25)
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -461,3 +469,44 @@ def test_pure_noise_is_flagged_unreliable(counted):
     res = count_objects(noise)
     assert any("barely stand out from the noise" in w for w in res.warnings)
     assert not any("noise" in w for w in counted.warnings)
+
+
+def test_steepest_ascent_basins_match_watershed():
+    from skimage.segmentation import watershed
+
+    from napari_sam3.core.classical import _ascend
+
+    yy, xx = np.mgrid[:40, :60].astype(np.float32)
+    surf = np.exp(-((yy - 20) ** 2 + (xx - 18) ** 2) / 60) + 0.8 * np.exp(
+        -((yy - 20) ** 2 + (xx - 42) ** 2) / 60
+    )
+    surf += 0.3 * np.exp(-((yy - 12) ** 2 + (xx - 30) ** 2) / 4)  # an unmarked maximum
+    surf = surf.astype(np.float32)
+    region = surf > 0.05
+    markers = np.zeros(surf.shape, np.int32)
+    markers[20, 18], markers[20, 42] = 1, 2
+    got = np.zeros(surf.shape, np.int32)
+    got[region] = _ascend(surf, markers, region)
+    ref = watershed(-surf, markers, mask=region)
+    assert set(np.unique(got[region])) == {1, 2}  # the unmarked basin is absorbed
+    assert (got[region] == ref[region]).mean() > 0.95
+
+
+def test_shallow_basins_merge_deep_ones_stay():
+    from napari_sam3.core.classical import _merge_shallow
+
+    surf = np.array([[1.0, 0.999, 1.0, 0.5, 1.0]], np.float32)
+    lab = np.array([[1, 1, 2, 2, 3]], np.int32)
+    peak = np.array([0, 1.0, 1.0, 1.0], np.float32)
+    pos = np.array([[0, 0], [0, 0], [0, 2], [0, 4]], float)  # seed row/col per label
+    out = _merge_shallow(lab, surf, peak, pos, 0.01, 3.0)
+    assert out[0, 0] == out[0, 2] and out[0, 4] != out[0, 2]
+    out = _merge_shallow(lab, surf, peak, pos, 0.01, 1.5)  # seeds too far apart: kept
+    assert len(np.unique(out)) == 3
+
+
+def test_small_nuclei_count():
+    img, gt = synthetic_nuclei((256, 256), seed=5, diameter=8, coverage=0.45)
+    res = count_objects(img)
+    m = match_labels(gt, res.labels)
+    assert m["f1"] > 0.85 and abs(m["count_error"]) < 0.05

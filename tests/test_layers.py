@@ -87,23 +87,6 @@ def test_plane_ref_rgb_and_errors():
         L.plane_ref(image, (2, 0, 0), (0, 2), 2)
 
 
-def test_refinement_levels():
-    shape = (60, 60)
-    mask = _disk(shape, 30, 30, 15)
-    mask[30, 30] = False  # a small hole
-    mask[2, 2] = True  # a speck
-    cands = Candidates.from_masks(mask[None], scores=np.array([0.8]))
-    low = L.refine_masks(cands, "Low")
-    assert low is cands
-    med = L.refine_masks(cands, "Medium").masks[0]
-    assert med[30, 30] and not med[2, 2]
-    high = L.refine_masks(cands, "High").masks[0]
-    assert high[30, 30] and not high[2, 2]
-    assert abs(int(high.sum()) - int(mask.sum())) < 0.1 * mask.sum()
-    with pytest.raises(Sam3Error):
-        L.refine_masks(cands, "Ultra")
-
-
 def test_prompts_in_plane_flip_to_xy_and_filter_slices():
     image = Image(np.zeros((4, 40, 50)))
     ref = L.plane_ref(image, (2, 0, 0), (1, 2), 2)
@@ -150,10 +133,15 @@ def test_fast_table_matches_candidates_table():
     plane = cands.to_label_image()
     ours = L.features_table(cands, plane, ref)
     core = cands.table(first_id=1, label_image=plane, scale=(0.5, 0.25))
+    assert list(ours.columns) == ["index", *core.columns]
     for col in core.columns:
         np.testing.assert_array_equal(ours[col].to_numpy(), core[col].to_numpy(), err_msg=col)
+    np.testing.assert_array_equal(ours["index"].to_numpy(), ours["label"].to_numpy())
     empty = L.features_table(cands.subset(np.zeros(3, bool)), plane * 0, ref)
-    assert len(empty) == 0 and "score" in empty
+    assert len(empty) == 0 and "score" in empty and "area_physical" in empty
+    stack = Image(np.zeros((3, 40, 50)))
+    on_slice = L.features_table(cands, plane, L.plane_ref(stack, (2, 0, 0), (1, 2), 2))
+    assert list(on_slice["slice"]) == ["2"] * len(cands)
 
 
 def test_prepare_result_filters_sorts_and_hides():

@@ -53,3 +53,31 @@ def test_screenshot_with_widget_docked(
         DOCS.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out, DOCS)
     widget.cleanup()
+
+
+def test_count_tab_screenshot_on_the_sample(make_napari_viewer, qtbot, tmp_path):
+    """The first minute with no weights: the offline sample counted by the classical counter."""
+    import imageio.v3 as iio
+
+    from napari_sam3._sample_data import make_nuclei_sample
+
+    docs = DOCS.with_name("screenshot_count.png")
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1400, 900)
+    for data, kwargs, _kind in make_nuclei_sample():
+        viewer.add_image(data, **kwargs)
+    widget = Sam3Widget(viewer)
+    viewer.window.add_dock_widget(widget, name="SAM3", area="right")
+    widget.tabs.setCurrentWidget(widget.count_tab)
+    widget.count_tab.count_btn.click()
+    qtbot.waitUntil(lambda: widget.count_tab.last is not None, timeout=60_000)
+    count = widget.count_tab.last["result"].count
+    assert str(count) in widget.count_tab.count_label.text()
+    viewer.reset_view()
+    qtbot.wait(300)
+    shot = viewer.screenshot(canvas_only=False, flash=False)
+    out = tmp_path / "screenshot_count.png"
+    iio.imwrite(out, shot)
+    if not docs.exists() or os.environ.get("NAPARI_SAM3_UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(out, docs)
+    widget.cleanup()

@@ -16,20 +16,27 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
     QTableView,
     QVBoxLayout,
-    QWidget,
 )
 
 from . import _layers as L
 from . import _prompt_layers as P
-from ._worker import EngineHolder, Job, JobRunner, error_message
+from ._tab_base import PlaneTab
+from ._worker import (
+    EngineHolder,
+    Job,
+    JobRunner,
+    notify_error,
+    notify_info,
+    notify_warning,
+)
 from .core.errors import Sam3Error
 from .core.progress import Progress
+from .io.tables import write_table_csv
 
 METHODS = ("classical", "sam3")
 
@@ -81,34 +88,23 @@ def prepare_count(result, ref: L.PlaneRef, image_name: str) -> dict:
     return {"result": result, "labels": labels, "table": table, "points": points}
 
 
-class CountTab(QWidget):
+class CountTab(PlaneTab):
     """Count objects on the current plane of an image layer."""
+
+    image_tooltip = "The image to count; nD stacks use the slice shown now."
 
     def __init__(
         self, viewer, holder: EngineHolder, runner: JobRunner, model_settings, parent=None
     ):
-        super().__init__(parent)
-        self.viewer = viewer
-        self.holder = holder
-        self.runner = runner
-        self.model_settings = model_settings
+        super().__init__(viewer, holder, runner, model_settings, parent)
         self.last = None  # dict from prepare_count + layers
-        self._watched: list = []
         self._build()
-        ev = self.viewer.layers.events
-        for name in ("inserted", "removed", "reordered"):
-            getattr(ev, name).connect(self.refresh_layer_choices)
-            self._watched.append((getattr(ev, name), self.refresh_layer_choices))
-        self.refresh_layer_choices()
+        self.watch_viewer()
 
     def _build(self) -> None:
         outer = QVBoxLayout(self)
         form = QFormLayout()
-        self.image_combo = QComboBox()
-        self.image_combo.currentIndexChanged.connect(self._on_image_changed)
-        form.addRow("Image", self.image_combo)
-        self.channel_combo = QComboBox()
-        form.addRow("Channel", self.channel_combo)
+        self.add_image_choice(form)
         self.method_combo = QComboBox()
         self.method_combo.addItems(METHODS)
         self.method_combo.setToolTip(
@@ -130,14 +126,7 @@ class CountTab(QWidget):
         self.exemplar_check = QCheckBox("Use the boxes layer as exemplars")
         form.addRow(self.exemplar_check)
         outer.addLayout(form)
-        row = QHBoxLayout()
-        self.count_btn = QPushButton("Count")
-        self.count_btn.clicked.connect(self.run_count)
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.clicked.connect(self.cancel)
-        row.addWidget(self.count_btn)
-        row.addWidget(self.cancel_btn)
-        outer.addLayout(row)
+        self.count_btn = self.add_run_row(outer, "Count", self.run_count)
         self.count_label = QLabel("No count yet.")
         self.count_label.setWordWrap(True)
         font = self.count_label.font()
@@ -153,72 +142,32 @@ class CountTab(QWidget):
         self.export_btn.setEnabled(False)
         self.export_btn.clicked.connect(lambda: self.export_csv())
         outer.addWidget(self.export_btn)
-        self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
         outer.addWidget(self.status_label)
         self._on_method_changed()
 
     # ------------------------------------------------------------------ choices
-    def refresh_layer_choices(self, event=None) -> None:
-        from napari.layers import Image
-
-        names = [ly.name for ly in self.viewer.layers if isinstance(ly, Image)]
-        current = self.image_combo.currentText()
-        if [self.image_combo.itemText(i) for i in range(self.image_combo.count())] != names:
-            self.image_combo.blockSignals(True)
-            self.image_combo.clear()
-            self.image_combo.addItems(names)
-            if current in names:
-                self.image_combo.setCurrentText(current)
-            self.image_combo.blockSignals(False)
-        self._on_image_changed()
-
-    def _on_image_changed(self, *args) -> None:
-        layer = self.image_layer()
-        options = ["RGB", "Red", "Green", "Blue"] if layer is not None and layer.rgb else ["Gray"]
-        if [self.channel_combo.itemText(i) for i in range(self.channel_combo.count())] != options:
-            self.channel_combo.clear()
-            self.channel_combo.addItems(options)
-        self.channel_combo.setEnabled(len(options) > 1)
-
     def _on_method_changed(self, *args) -> None:
         sam3 = self.method_combo.currentText() == "sam3"
         self.concepts_edit.setEnabled(sam3)
         self.exemplar_check.setEnabled(sam3)
 
-    def image_layer(self):
-        name = self.image_combo.currentText()
-        return self.viewer.layers[name] if name and name in self.viewer.layers else None
-
     @property
     def idle(self) -> bool:
         return True  # counts run on the shared runner, which the widget checks
-
-    def disconnect_viewer(self) -> None:
-        for emitter, cb in self._watched:
-            try:
-                emitter.disconnect(cb)
-            except Exception:  # noqa: BLE001
-                pass
-        self._watched = []
 
     # ------------------------------------------------------------------ run
     def run_count(self) -> Job | None:
         image = self.image_layer()
         try:
-            if image is None:
-                raise Sam3Error("Add an image layer first.")
-            dims = self.viewer.dims
-            ref = L.plane_ref(image, dims.point, dims.displayed, dims.ndisplay)
+            ref = self.current_ref(image)
         except Sam3Error as exc:
-            _notify_error(exc)
+            notify_error(exc)
             return None
         method = self.method_combo.currentText()
         diameter = self.diameter_spin.value() or None
         concepts = self.concepts_edit.text()
-        channel = None
-        if self.channel_combo.count() > 1 and self.channel_combo.currentIndex() > 0:
-            channel = self.channel_combo.currentIndex() - 1
+        channel = self.images.channel()
         exemplars = exemplar_labels = None
         if method == "sam3" and self.exemplar_check.isChecked():
             boxes_layer = P.find_prompt_layer(self.viewer, "boxes", image)
@@ -255,21 +204,17 @@ class CountTab(QWidget):
             yield Progress(f"Counted {result.count} objects; building layers...")
             return prepare_count(result, ref, name)
 
-        job = Job(
-            make=make,
-            desc=f"SAM3 count ({method})",
-            group="count",
-            on_result=lambda out: self._on_result(out, ref, image, method),
-            on_error=self._on_error,
-            on_progress=lambda p: self._set_status(p.message),
-            on_done=lambda state: self._set_status("Cancelled.") if state == "aborted" else None,
+        return self.submit(
+            make,
+            f"SAM3 count ({method})",
+            "count",
+            lambda out: self._on_result(out, ref, image, method),
+            status=f"Counting ({method}) on {ref.layer_name}{ref.slice_text()}...",
         )
-        self._set_status(f"Counting ({method}) on {ref.layer_name}{ref.slice_text()}...")
-        return self.runner.submit(job, replace_running=True)
 
     def _on_result(self, out: dict, ref: L.PlaneRef, image, method: str) -> None:
         if image not in self.viewer.layers:
-            _notify_info(
+            notify_info(
                 f"The image '{ref.layer_name}' was removed during the count; result dropped."
             )
             return
@@ -294,11 +239,13 @@ class CountTab(QWidget):
         if np.isfinite(result.diameter):
             lines.append(f"Diameter used: {result.diameter:.1f} px")
         self.count_label.setText("\n".join(lines))
-        self.table_model.set_frame(table)
+        self.table_model.set_frame(
+            table.drop(columns="index")
+        )  # "index" is napari's label-to-row key, shown as "label"
         self.export_btn.setEnabled(True)
         for warning in result.warnings:
-            _notify_warning(warning)
-        self._set_status("; ".join(result.warnings) if result.warnings else "Done.")
+            notify_warning(warning)
+        self.set_status("; ".join(result.warnings) if result.warnings else "Done.")
 
     def export_csv(self, path: str | None = None) -> str | None:
         """Write the last count's table as CSV (asks for a file when ``path`` is None)."""
@@ -311,43 +258,10 @@ class CountTab(QWidget):
             if not path:
                 return None
         try:
-            self.last["result"].to_csv(path)
+            # The save dialog has already asked before replacing an existing file.
+            write_table_csv(path, self.last["result"].table, overwrite=True)
         except (OSError, Sam3Error) as exc:
-            _notify_error(exc)
+            notify_error(exc)
             return None
-        self._set_status(f"Table written to {path}")
+        self.set_status(f"Table written to {path}")
         return str(path)
-
-    def cancel(self) -> None:
-        self.runner.cancel_all()
-
-    def _on_error(self, exc: BaseException) -> None:
-        if type(exc).__name__ == "Cancelled":
-            self._set_status("Cancelled.")
-            return
-        self._set_status(error_message(exc))
-        _notify_error(exc)
-
-    def _set_status(self, text: str) -> None:
-        try:
-            self.status_label.setText(text)
-        except RuntimeError:
-            pass
-
-
-def _notify_error(exc: BaseException) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(error_message(exc))
-
-
-def _notify_info(message: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(message)
-
-
-def _notify_warning(message: str) -> None:
-    from napari.utils.notifications import show_warning
-
-    show_warning(message)

@@ -9,7 +9,7 @@ rotate, shear and affine are copied unchanged). napari shows it on slice ``k`` o
 ``H * W`` label pixels instead of the whole stack. Commits from clicks go into a full-size target layer
 (the user's annotation layer), because that one collects objects from many slices.
 
-The mask-refinement levels are here too (Low / Medium / High), since they only post-process masks.
+Mask refinement and the threshold / min-area filter live in `core.refine`.
 """
 
 from __future__ import annotations
@@ -18,17 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
 
 from .core.candidates import Candidates
 from .core.errors import Sam3Error
-
-REFINEMENT_LEVELS = ("Low", "Medium", "High")
-REFINEMENT_TOOLTIP = (
-    "Low: the raw model masks.\n"
-    "Medium: small holes filled and tiny specks removed.\n"
-    "High: edges smoothed and all holes filled."
-)
+from .core.refine import filter_candidates
 
 
 # --------------------------------------------------------------------------- the plane of a run
@@ -152,96 +145,6 @@ def full_geometry(ref: PlaneRef) -> dict:
     return {k: v for k, v in ref.geometry.items()}
 
 
-# --------------------------------------------------------------------------- refinement
-def refine_masks(cands: Candidates, level: str = "Low") -> Candidates:
-    """Post-process masks: ``Low`` raw, ``Medium`` small holes + specks, ``High`` smooth + all holes.
-
-    Boxes are recomputed; scores and prompts are kept. Never calls a model.
-    """
-    level = level.capitalize()
-    if level not in REFINEMENT_LEVELS:
-        raise Sam3Error(f"Mask refinement must be one of {', '.join(REFINEMENT_LEVELS)}.")
-    if level == "Low" or len(cands) == 0:
-        return cands
-    masks = np.zeros_like(cands.masks)
-    for i, mask in enumerate(cands.masks):
-        masks[i] = _refine_one(mask, level)
-    return Candidates(
-        masks=masks,
-        scores=cands.scores,
-        boxes=_boxes(masks),
-        prompts=cands.prompts,
-        kind=cands.kind,
-        iou_scores=cands.iou_scores,
-        meta=dict(cands.meta),
-    )
-
-
-def filter_candidates(
-    cands: Candidates, threshold: float | None = None, min_area: int = 0, refinement: str = "Low"
-) -> Candidates:
-    """Threshold, then refine, then drop objects under ``min_area`` (after refinement)."""
-    if len(cands) == 0:
-        return cands
-    out = cands.filter(threshold=threshold)
-    if len(out) == 0:
-        return out
-    out = refine_masks(out, refinement)
-    if min_area:
-        out = out.subset(out.masks.reshape(len(out), -1).sum(axis=1) >= min_area)
-    return out
-
-
-def _refine_one(mask: np.ndarray, level: str) -> np.ndarray:
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return mask
-    pad = 4
-    y0, y1 = max(rows[0] - pad, 0), min(rows[-1] + pad + 1, mask.shape[0])
-    x0, x1 = max(cols[0] - pad, 0), min(cols[-1] + pad + 1, mask.shape[1])
-    crop = mask[y0:y1, x0:x1]
-    area = int(crop.sum())
-    if level == "Medium":
-        small = max(8, int(0.01 * area))
-        out = _remove_small_components(crop, small)
-        holes = ndi.binary_fill_holes(out) & ~out
-        hole_lab, n = ndi.label(holes)
-        if n:
-            sizes = np.bincount(hole_lab.ravel())
-            fill = sizes <= max(16, int(0.02 * area))
-            fill[0] = False
-            out = out | fill[hole_lab]
-    else:  # High
-        sigma = max(1.0, min(3.0, np.sqrt(area) / 20.0))
-        smooth = ndi.gaussian_filter(crop.astype(np.float32), sigma) >= 0.5
-        smooth = _remove_small_components(smooth, max(8, int(0.01 * area)))
-        out = ndi.binary_fill_holes(smooth)
-        if not out.any():  # smoothing erased a thin object: keep the raw one, holes filled
-            out = ndi.binary_fill_holes(crop)
-    result = np.zeros_like(mask)
-    result[y0:y1, x0:x1] = out
-    return result
-
-
-def _remove_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
-    lab, n = ndi.label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(lab.ravel())
-    keep = sizes >= min_size
-    keep[0] = False
-    if not keep.any():  # never erase the object: keep its largest piece
-        keep[np.argmax(sizes[1:]) + 1] = True
-    return keep[lab]
-
-
-def _boxes(masks: np.ndarray) -> np.ndarray:
-    from .core.candidates import boxes_from_masks
-
-    return boxes_from_masks(masks)
-
-
 # --------------------------------------------------------------------------- result layers
 def result_name(ref: PlaneRef, cands: Candidates, prompt_text: str | None = None) -> str:
     prompt = prompt_text or ", ".join(cands.concepts) or cands.kind
@@ -251,57 +154,17 @@ def result_name(ref: PlaneRef, cands: Candidates, prompt_text: str | None = None
 def features_table(cands: Candidates, label_image: np.ndarray, ref: PlaneRef) -> pd.DataFrame:
     """One row per object (hidden ones too), with napari's ``index`` column = label id.
 
-    The columns of `Candidates.table` (``label, prompt, kind, score, area, visible_area, centroid_*,
-    bbox_*`` in plane pixels, ``iou_score`` for clicks), plus ``area_physical`` /
-    ``centroid_*_physical`` from the image's scale on the displayed axes and ``slice`` for nD images.
-    Computed on each object's bounding crop, so it costs little more than one pass over the masks.
+    `Candidates.table` (plane pixels, ``iou_score`` for clicks) with the physical columns from the
+    image's scale on the displayed axes, plus ``index`` first and ``slice`` for nD images.
     """
     scale = ref.geometry.get("scale") if ref.geometry else None
     sy, sx = (1.0, 1.0) if scale is None else (float(scale[-2]), float(scale[-1]))
-    n = len(cands)
-    masks = cands.masks
     plane = np.asarray(label_image).reshape(cands.shape)
-    areas = np.zeros(n, np.int64)
-    cy = np.full(n, np.nan)
-    cx = np.full(n, np.nan)
-    if n:
-        rows_any = masks.any(axis=2)
-        cols_any = masks.any(axis=1)
-        for i in range(n):
-            rows = np.flatnonzero(rows_any[i])
-            if rows.size == 0:
-                continue
-            cols = np.flatnonzero(cols_any[i])
-            y0, x0 = rows[0], cols[0]
-            rr, cc = np.nonzero(masks[i, y0 : rows[-1] + 1, x0 : cols[-1] + 1])
-            areas[i] = rr.size
-            cy[i], cx[i] = rr.mean() + y0, cc.mean() + x0
-    visible = np.bincount(plane.ravel(), minlength=n + 1)[1 : n + 1] if n else np.zeros(0, np.int64)
-    boxes = cands.boxes
-    ids = np.arange(1, n + 1, dtype=np.int64)
-    data = {
-        "index": ids,
-        "label": ids,
-        "prompt": [str(p) for p in cands.prompts],
-        "kind": [cands.kind] * n,
-        "score": cands.scores.astype(np.float64),
-        "area": areas,
-        "visible_area": visible.astype(np.int64),
-        "centroid_y": cy,
-        "centroid_x": cx,
-        "bbox_y0": boxes[:, 1].astype(np.int64),
-        "bbox_x0": boxes[:, 0].astype(np.int64),
-        "bbox_y1": boxes[:, 3].astype(np.int64),
-        "bbox_x1": boxes[:, 2].astype(np.int64),
-    }
-    if cands.iou_scores is not None:
-        data["iou_score"] = cands.iou_scores.astype(np.float64)
-    data["area_physical"] = areas * sy * sx
-    data["centroid_y_physical"] = cy * sy
-    data["centroid_x_physical"] = cx * sx
+    table = cands.table(first_id=1, label_image=plane, scale=(sy, sx))
+    table.insert(0, "index", table["label"].to_numpy())
     if ref.index:
-        data["slice"] = [",".join(map(str, ref.index))] * n
-    return pd.DataFrame(data)
+        table["slice"] = [",".join(map(str, ref.index))] * len(table)
+    return table
 
 
 def prepare_result(

@@ -25,16 +25,18 @@ from qtpy.QtWidgets import (
     QSlider,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from . import _layers as L
 from . import _prompt_layers as P
-from ._worker import EngineHolder, Job, JobRunner, error_message
+from ._image_choice import fill_combo, layers_of
+from ._tab_base import PlaneTab
+from ._worker import EngineHolder, Job, JobRunner, notify_error, notify_info
 from .core.candidates import Candidates
 from .core.errors import Sam3Error
 from .core.images import Preprocessing
 from .core.progress import Progress
+from .core.refine import REFINEMENT_LEVELS, REFINEMENT_TOOLTIP, filter_candidates, refine_masks
 
 NEW_TARGET = "New layer: SAM3 annotations"
 BOX_MODES = ("Exemplars: find all similar objects", "Box prompt: segment the object in the box")
@@ -62,23 +64,25 @@ class ClickResult:
     index: int = 0
 
 
-class SegmentTab(QWidget):
+class SegmentTab(PlaneTab):
     """Prompt SAM3 on the current plane of an image layer."""
+
+    image_tooltip = "The image to segment; nD stacks use the slice shown now."
+    channel_tooltip = (
+        "RGB images: use all three colours, or one channel as gray.\n"
+        "Multichannel stacks: move the channel slider to the channel to segment."
+    )
 
     def __init__(
         self, viewer, holder: EngineHolder, runner: JobRunner, model_settings, parent=None
     ):
-        super().__init__(parent)
-        self.viewer = viewer
-        self.holder = holder
-        self.runner = runner
+        super().__init__(viewer, holder, runner, model_settings, parent)
         # Re-filtering never touches the model, so it has its own runner and never waits for one.
         self.post_runner = JobRunner(show_progress=False)
         self._refilter_timer = QTimer(self)
         self._refilter_timer.setSingleShot(True)
         self._refilter_timer.setInterval(60)
         self._refilter_timer.timeout.connect(self.apply_filters)
-        self.model_settings = model_settings  # callable -> (source, device)
         self.last_text: TextResult | None = None
         self.last_clicks: ClickResult | None = None
         self.preview_layer = None
@@ -86,26 +90,15 @@ class SegmentTab(QWidget):
         self._click_timer.setSingleShot(True)
         self._click_timer.setInterval(40)
         self._click_timer.timeout.connect(self.run_clicks)
-        self._watched: list = []
         self._wired = weakref.WeakSet()  # prompt/candidate layers whose keys call this tab
         self._build()
-        self._connect_viewer()
-        self.refresh_layer_choices()
+        self.watch_viewer()
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         outer = QVBoxLayout(self)
         form = QFormLayout()
-        self.image_combo = QComboBox()
-        self.image_combo.setToolTip("The image to segment; nD stacks use the slice shown now.")
-        self.image_combo.currentIndexChanged.connect(self._on_image_changed)
-        form.addRow("Image", self.image_combo)
-        self.channel_combo = QComboBox()
-        self.channel_combo.setToolTip(
-            "RGB images: use all three colours, or one channel as gray.\n"
-            "Multichannel stacks: move the channel slider to the channel to segment."
-        )
-        form.addRow("Channel", self.channel_combo)
+        self.add_image_choice(form)
         self.concepts_edit = QLineEdit()
         self.concepts_edit.setPlaceholderText("nucleus, mitotic cell  (Enter runs)")
         self.concepts_edit.setToolTip("Comma-separated concepts; every instance of each is found.")
@@ -132,15 +125,9 @@ class SegmentTab(QWidget):
         prompt_row.addWidget(self.sign_btn)
         outer.addLayout(prompt_row)
 
-        run_row = QHBoxLayout()
-        self.run_btn = QPushButton("Run")
-        self.run_btn.setToolTip("Find every instance of the concepts (and exemplar boxes).")
-        self.run_btn.clicked.connect(self.run_text)
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.clicked.connect(self.cancel)
-        run_row.addWidget(self.run_btn)
-        run_row.addWidget(self.cancel_btn)
-        outer.addLayout(run_row)
+        self.run_btn = self.add_run_row(
+            outer, "Run", self.run_text, "Find every instance of the concepts (and exemplar boxes)."
+        )
 
         filt = QGroupBox("Result (re-filtered without calling the model)")
         fform = QFormLayout(filt)
@@ -159,8 +146,8 @@ class SegmentTab(QWidget):
         self.min_area_spin.valueChanged.connect(self._on_filter_changed)
         fform.addRow("Min area", self.min_area_spin)
         self.refine_combo = QComboBox()
-        self.refine_combo.addItems(L.REFINEMENT_LEVELS)
-        self.refine_combo.setToolTip(L.REFINEMENT_TOOLTIP)
+        self.refine_combo.addItems(REFINEMENT_LEVELS)
+        self.refine_combo.setToolTip(REFINEMENT_TOOLTIP)
         self.refine_combo.currentIndexChanged.connect(self._on_filter_changed)
         fform.addRow("Mask refinement", self.refine_combo)
         self.hidden_check = QCheckBox("Show objects hidden by overlaps (extra layer)")
@@ -188,7 +175,7 @@ class SegmentTab(QWidget):
         cform.addRow("Commit into", self.target_combo)
         outer.addWidget(clicks)
 
-        self.status_label = QLabel("Ready.")
+        self.status_label.setText("Ready.")
         self.status_label.setWordWrap(True)
         outer.addWidget(self.status_label)
         keys = QLabel("Shortcuts:\n" + P.SHORTCUTS_TEXT)
@@ -198,19 +185,8 @@ class SegmentTab(QWidget):
         outer.addStretch(1)
 
     # ------------------------------------------------------------------ viewer wiring
-    def _connect_viewer(self) -> None:
-        ev = self.viewer.layers.events
-        for name in ("inserted", "removed", "reordered"):
-            getattr(ev, name).connect(self.refresh_layer_choices)
-            self._watched.append((getattr(ev, name), self.refresh_layer_choices))
-
     def disconnect_viewer(self) -> None:
-        for emitter, cb in self._watched:
-            try:
-                emitter.disconnect(cb)
-            except Exception:  # noqa: BLE001
-                pass
-        self._watched = []
+        super().disconnect_viewer()
         for layer in list(self._wired):
             P.unbind_prompt_keys(layer)
         self._wired = weakref.WeakSet()
@@ -228,64 +204,17 @@ class SegmentTab(QWidget):
             and not self._refilter_timer.isActive()
         )
 
-    def _layers_of(self, kind: str) -> list:
-        from napari.layers import Image, Labels
-
-        cls = {"image": Image, "labels": Labels}[kind]
-        return [layer for layer in self.viewer.layers if isinstance(layer, cls)]
-
     def refresh_layer_choices(self, event=None) -> None:
-        self._fill_combo(self.image_combo, [ly.name for ly in self._layers_of("image")])
         labels = [
             ly.name
-            for ly in self._layers_of("labels")
+            for ly in layers_of(self.viewer, "labels")
             if ly is not self.preview_layer and not ly.name.endswith("(hidden)")
         ]
-        self._fill_combo(self.target_combo, [NEW_TARGET, *labels])
-        self._on_image_changed()
-
-    @staticmethod
-    def _fill_combo(combo: QComboBox, names: list[str]) -> None:
-        current = combo.currentText()
-        if [combo.itemText(i) for i in range(combo.count())] == names:
-            return
-        combo.blockSignals(True)
-        combo.clear()
-        combo.addItems(names)
-        if current in names:
-            combo.setCurrentText(current)
-        combo.blockSignals(False)
-
-    def _on_image_changed(self, *args) -> None:
-        layer = self.image_layer()
-        options = ["RGB", "Red", "Green", "Blue"] if layer is not None and layer.rgb else ["Gray"]
-        self._fill_combo(self.channel_combo, options)
-        self.channel_combo.setEnabled(len(options) > 1)
-
-    def image_layer(self):
-        name = self.image_combo.currentText()
-        if name and name in self.viewer.layers:
-            return self.viewer.layers[name]
-        return None
+        fill_combo(self.target_combo, [NEW_TARGET, *labels])
+        super().refresh_layer_choices()
 
     def preprocessing(self) -> Preprocessing:
-        index = self.channel_combo.currentIndex()
-        return Preprocessing(
-            channel=index - 1 if self.channel_combo.count() > 1 and index > 0 else None
-        )
-
-    def current_ref(self, image=None) -> L.PlaneRef:
-        image = image if image is not None else self.image_layer()
-        if image is None:
-            raise Sam3Error("Add an image layer (File > Open, or File > Open Sample) first.")
-        dims = self.viewer.dims
-        return L.plane_ref(image, dims.point, dims.displayed, dims.ndisplay)
-
-    def set_status(self, text: str) -> None:
-        try:
-            self.status_label.setText(text)
-        except RuntimeError:  # widget already deleted
-            pass
+        return Preprocessing(channel=self.images.channel())
 
     # ------------------------------------------------------------------ prompt layers
     def add_prompt_layers(self):
@@ -293,7 +222,7 @@ class SegmentTab(QWidget):
         try:
             ref = self.current_ref(image)
         except Sam3Error as exc:
-            _notify_error(exc)
+            notify_error(exc)
             return None, None
         clicks = P.make_clicks_layer(self.viewer, image, ref)
         boxes = P.make_boxes_layer(self.viewer, image, ref)
@@ -365,7 +294,7 @@ class SegmentTab(QWidget):
         try:
             ref = self.current_ref(image)
         except Sam3Error as exc:
-            _notify_error(exc)
+            notify_error(exc)
             return None
         concepts = [c.strip() for c in self.concepts_edit.text().split(",") if c.strip()]
         boxes = np.zeros((0, 4), np.float32)
@@ -377,7 +306,7 @@ class SegmentTab(QWidget):
         if not concepts and len(boxes) == 0:
             if not exemplar_mode:
                 return self.run_clicks()
-            _notify_error(Sam3Error("Type a concept (e.g. 'nucleus') or draw an exemplar box."))
+            notify_error(Sam3Error("Type a concept (e.g. 'nucleus') or draw an exemplar box."))
             return None
         data = image.data
         pre = self.preprocessing()
@@ -400,23 +329,17 @@ class SegmentTab(QWidget):
             yield Progress(f"Building the label image ({len(raw)} candidates)...")
             return raw, L.prepare_result(raw, ref, prompt_text, *settings)
 
-        job = Job(
-            make=make,
-            desc=f"SAM3: {prompt_text}",
-            group="text",
-            on_result=lambda out: self._on_text_result(out, ref, image, prompt_text),
-            on_error=self._on_error,
-            on_progress=lambda p: self.set_status(p.message),
-            on_done=self._on_done,
+        return self.submit(
+            make,
+            f"SAM3: {prompt_text}",
+            "text",
+            lambda out: self._on_text_result(out, ref, image, prompt_text),
+            status=f"Running '{prompt_text}' on {ref.layer_name}{ref.slice_text()}...",
         )
-        self.set_status(f"Running '{prompt_text}' on {ref.layer_name}{ref.slice_text()}...")
-        return self.runner.submit(job, replace_running=True)
 
     def _image_still_valid(self, image, ref: L.PlaneRef) -> bool:
         if image not in self.viewer.layers:
-            _notify_info(
-                f"The image '{ref.layer_name}' was removed during the run; result dropped."
-            )
+            notify_info(f"The image '{ref.layer_name}' was removed during the run; result dropped.")
             return False
         try:
             shape = tuple(L._level0(image.data).shape)
@@ -424,7 +347,7 @@ class SegmentTab(QWidget):
             return False
         shape = shape[:-1] if image.rgb else shape
         if shape[-2:] != tuple(ref.shape) or len(shape) != ref.ndim:
-            _notify_info(
+            notify_info(
                 f"The image '{ref.layer_name}' changed shape during the run; result dropped."
             )
             return False
@@ -451,7 +374,7 @@ class SegmentTab(QWidget):
     def filtered(self, cands: Candidates) -> Candidates:
         """Threshold -> refinement -> min area, all without a model call."""
         thr, min_area, refinement, _ = self.filter_settings()
-        return L.filter_candidates(cands, thr, min_area, refinement)
+        return filter_candidates(cands, thr, min_area, refinement)
 
     def apply_filters(self) -> Job | None:
         """Re-filter the last text result (no model call) in a worker; the layer updates after."""
@@ -524,7 +447,7 @@ class SegmentTab(QWidget):
         try:
             ref = self.current_ref(image)
         except Sam3Error as exc:
-            _notify_error(exc)
+            notify_error(exc)
             return None
         clicks_layer, box_layer = self._prompt_layers(image)
         xy = np.zeros((0, 2), np.float32)
@@ -559,16 +482,9 @@ class SegmentTab(QWidget):
                 )
             )
 
-        job = Job(
-            make=make,
-            desc="SAM3: clicks",
-            group="clicks",
-            on_result=lambda c: self._on_click_result(c, ref, image),
-            on_error=self._on_error,
-            on_progress=lambda p: self.set_status(p.message),
-            on_done=self._on_done,
+        return self.submit(
+            make, "SAM3: clicks", "clicks", lambda c: self._on_click_result(c, ref, image)
         )
-        return self.runner.submit(job, replace_running=True)
 
     def _on_click_result(self, cands: Candidates, ref, image) -> None:
         if not self._image_still_valid(image, ref):
@@ -583,7 +499,7 @@ class SegmentTab(QWidget):
         if res is None or len(res.cands) == 0:
             return None
         one = res.cands.subset([res.index])
-        one = L.refine_masks(one, self.refine_combo.currentText())
+        one = refine_masks(one, self.refine_combo.currentText())
         return one.masks[0]
 
     def _show_candidate(self) -> None:
@@ -647,13 +563,13 @@ class SegmentTab(QWidget):
             self.set_status("Nothing to commit: click on the object first.")
             return 0
         if res.image not in self.viewer.layers:
-            _notify_info("The image of this candidate was removed; nothing committed.")
+            notify_info("The image of this candidate was removed; nothing committed.")
             return 0
         try:
             target = self.target_layer(res.ref, res.image)
             new_id = L.commit_mask(target, mask, res.ref)
         except Sam3Error as exc:
-            _notify_error(exc)
+            notify_error(exc)
             return 0
         self.set_status(
             f"Committed as label {new_id} in '{target.name}' (Ctrl+Z on that layer undoes it)."
@@ -668,31 +584,3 @@ class SegmentTab(QWidget):
         self._click_timer.stop()
         self._clear_preview()
         return new_id
-
-    # ------------------------------------------------------------------ common
-    def cancel(self) -> None:
-        self.runner.cancel_all()
-        self.set_status("Cancelling at the next step...")
-
-    def _on_error(self, exc: BaseException) -> None:
-        if isinstance(exc, Sam3Error) and type(exc).__name__ == "Cancelled":
-            self.set_status("Cancelled.")
-            return
-        self.set_status(error_message(exc))
-        _notify_error(exc)
-
-    def _on_done(self, state: str) -> None:
-        if state == "aborted":
-            self.set_status("Cancelled.")
-
-
-def _notify_error(exc: BaseException) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(error_message(exc))
-
-
-def _notify_info(message: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(message)

@@ -20,8 +20,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._segment_tab import SegmentTab, _notify_error
-from ._worker import EngineHolder, Job, JobRunner
+from ._segment_tab import SegmentTab
+from ._worker import EngineHolder, Job, JobRunner, notify_error
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -108,7 +108,7 @@ class Sam3Widget(QWidget):
 
         def on_error(exc):
             self.model_status.setText("Model not loaded: see the notification.")
-            _notify_error(exc)
+            notify_error(exc)
 
         job = Job(
             make=make,

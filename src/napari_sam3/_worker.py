@@ -226,6 +226,25 @@ def error_message(exc: BaseException) -> str:
     return f"SAM3 failed with {type(exc).__name__}: {exc}"
 
 
+def notify_error(exc: BaseException) -> None:
+    """Show ``exc`` as a napari error notification (its `error_message`)."""
+    from napari.utils.notifications import show_error
+
+    show_error(error_message(exc))
+
+
+def notify_info(message: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(message)
+
+
+def notify_warning(message: str) -> None:
+    from napari.utils.notifications import show_warning
+
+    show_warning(message)
+
+
 class EngineHolder:
     """The loaded engine shared by the widget's tabs; loads lazily inside a worker.
 

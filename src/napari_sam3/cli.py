@@ -19,6 +19,7 @@ examples:
   napari-sam3 segment images/*.tif --prompt "nucleus, mitotic cell" --out results/
   napari-sam3 segment plate/ --exemplar 120,40,160,82 --format tiff,coco,pairs --out results/
   napari-sam3 segment plate/ --prompt cell --out results/ --workers 4
+  napari-sam3 segment plate/ --prompt cell --refine high --out results/
   napari-sam3 count plate/ --method classical --diameter 18 --out counts/
   NAPARI_SAM3_MODEL=/data/models/sam3 napari-sam3 segment a.tif --prompt cell --out r/
 
@@ -128,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         "per plane, plus manifest.json and counts.csv.",
     )
     seg.set_defaults(method="sam3")
+    seg.add_argument(
+        "--refine",
+        default="low",
+        type=str.lower,
+        choices=["low", "medium", "high"],
+        help="mask refinement, as in the widget: low = raw model masks, medium = small holes "
+        "filled and specks removed, high = smoothed edges and all holes filled (default low)",
+    )
     cnt = sub.add_parser(
         "count",
         parents=[common],
@@ -185,6 +194,7 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
         diameter=args.diameter,
         formats=parse_formats(args.format),
         overwrite=args.overwrite,
+        refine=getattr(args, "refine", "low"),
     )
 
 

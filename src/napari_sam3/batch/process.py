@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import Sam3Error
+from ..core.refine import check_level, filter_candidates, refine_label_image
 from ..io.export import export_plane, output_paths
 from ..io.manifest import provenance
 from ..io.readers import iter_planes
@@ -158,6 +159,7 @@ def _process_plane(
             threshold=settings.threshold if settings.method == "sam3" else None,
             mask_threshold=settings.mask_threshold if settings.method == "sam3" else None,
             diameter=settings.diameter,
+            refine=settings.refine if settings.command == "segment" else None,
         )
         records.write_done(
             out,
@@ -206,7 +208,11 @@ def _segment(plane, settings: BatchSettings, on_progress=None):
     engine = get_engine(settings)
     tile = tile_option(settings.tile)
     if tile is not None:
-        return _count_sam3(plane, settings, engine, tile, on_progress)
+        labels, table, _ = _count_sam3(plane, settings, engine, tile, on_progress)
+        if check_level(settings.refine) == "Low":
+            return labels, table, None
+        labels = refine_label_image(labels, settings.refine)
+        return labels, _table_with(table_from_labels(labels, "", plane.scale), table), None
     kw = {
         "rgb": plane.rgb,
         "min_score": settings.threshold,
@@ -221,7 +227,7 @@ def _segment(plane, settings: BatchSettings, on_progress=None):
         cands = engine.segment_text(plane.data, list(settings.prompts), **kw)
     else:
         raise Sam3Error("Give --prompt or --exemplar.")
-    return None, None, cands.filter(settings.threshold)
+    return None, None, filter_candidates(cands, settings.threshold, refinement=settings.refine)
 
 
 def _count(plane, settings: BatchSettings, on_progress=None):
@@ -257,14 +263,18 @@ def _count_sam3(plane, settings: BatchSettings, engine, tile, on_progress):
     )
     result = _drive(gen, plane.stem, on_progress)
     labels = np.asarray(result.labels)
-    table = table_from_labels(labels, prompt="", scale=plane.scale)
-    src = result.table
+    table = _table_with(table_from_labels(labels, prompt="", scale=plane.scale), result.table)
+    return labels, table, None
+
+
+def _table_with(table, src):
+    """``table`` with ``score`` and ``prompt`` taken from ``src`` by label id (where ``src`` has them)."""
     if len(table) and src is not None and len(src) and "label" in src:
         for col in ("score", "prompt"):
             if col in src:
                 by_label = dict(zip(src["label"].astype(int), src[col], strict=False))
                 table[col] = [by_label.get(int(i), np.nan) for i in table["label"]]
-    return labels, table, None
+    return table
 
 
 def _drive(gen, stem: str, on_progress):

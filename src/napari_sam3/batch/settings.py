@@ -14,6 +14,8 @@ class BatchSettings:
     ``command`` is ``"segment"`` or ``"count"``; ``method`` is ``"sam3"`` or ``"classical"``
     (segment is always ``"sam3"``). ``prompts`` are concepts; ``exemplars`` pixel boxes
     ``(x0, y0, x1, y1)`` used on every image. ``tile`` is None, ``"auto"`` or a tile size in pixels.
+    ``refine`` is the mask refinement of ``segment`` (`core.refine`): ``"low"`` (raw masks),
+    ``"medium"`` or ``"high"``.
     """
 
     command: str = "segment"
@@ -28,6 +30,7 @@ class BatchSettings:
     diameter: float | None = None
     formats: tuple[str, ...] = ("tiff",)
     overwrite: bool = False
+    refine: str = "low"
     extra: dict = field(default_factory=dict, compare=False)
 
     def result_fields(self) -> dict:
@@ -35,6 +38,8 @@ class BatchSettings:
         d = asdict(self)
         for k in ("formats", "device", "overwrite", "extra"):
             d.pop(k)
+        if self.command != "segment":  # counting does not refine masks
+            d.pop("refine")
         d["model"] = self.model_label()
         return d
 

@@ -16,20 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-TABLE_COLUMNS = (
-    "label",
-    "prompt",
-    "kind",
-    "score",
-    "area",
-    "visible_area",
-    "centroid_y",
-    "centroid_x",
-    "bbox_y0",
-    "bbox_x0",
-    "bbox_y1",
-    "bbox_x1",
-)
+from .columns import CANDIDATE_COLUMNS, PHYSICAL_COLUMNS
+
+TABLE_COLUMNS = CANDIDATE_COLUMNS  # the columns of `Candidates.table`, in order
 
 
 @dataclass(frozen=True, eq=False)  # array fields: identity equality (== on arrays is ambiguous)
@@ -114,8 +103,10 @@ class Candidates:
         labels = np.asarray(labels)
         ids = np.unique(labels)
         ids = ids[ids != 0]
-        masks = labels[None, ...] == ids[:, None, None] if ids.size else np.zeros(
-            (0, *labels.shape), bool
+        masks = (
+            labels[None, ...] == ids[:, None, None]
+            if ids.size
+            else np.zeros((0, *labels.shape), bool)
         )
         return cls.from_masks(masks, prompts=prompt, kind=kind)
 
@@ -230,45 +221,60 @@ class Candidates:
         if label_image is None:
             label_image = self.to_label_image(first_id)
         ids = np.arange(first_id, first_id + n, dtype=np.int64)
-        visible = np.bincount(label_image.ravel(), minlength=first_id + n)[first_id:]
-        areas = self.areas
+        visible = np.bincount(np.asarray(label_image).ravel(), minlength=first_id + n)
+        areas = np.zeros(n, np.int64)
         cy = np.full(n, np.nan)
         cx = np.full(n, np.nan)
         mean_i = np.full(n, np.nan)
         max_i = np.full(n, np.nan)
+        if n:
+            # Two vectorised passes find each object's box; the rest works on the box only
+            # (np.nonzero over the whole plane per object costs ~100 ms for 20 objects at 1024 px).
+            rows_any = self.masks.any(axis=2)
+            cols_any = self.masks.any(axis=1)
         for i in range(n):
-            rr, cc = np.nonzero(self.masks[i])
-            if rr.size:
-                cy[i], cx[i] = rr.mean(), cc.mean()
-                if intensity is not None:
-                    vals = intensity[rr, cc]
-                    mean_i[i], max_i[i] = float(np.nanmean(vals)), float(np.nanmax(vals))
-        boxes = self.boxes
+            rows = np.flatnonzero(rows_any[i])
+            if rows.size == 0:
+                continue
+            cols = np.flatnonzero(cols_any[i])
+            box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            crop = self.masks[i][box]
+            rr, cc = np.nonzero(crop)
+            areas[i] = rr.size
+            cy[i], cx[i] = rr.mean() + rows[0], cc.mean() + cols[0]
+            if intensity is not None:
+                vals = np.asarray(intensity[box])[crop]
+                mean_i[i], max_i[i] = float(np.nanmean(vals)), float(np.nanmax(vals))
+        boxes = self.boxes.astype(np.int64)
         data = {
             "label": ids,
             "prompt": [str(p) for p in self.prompts],
             "kind": [self.kind] * n,
             "score": self.scores.astype(np.float64),
             "area": areas,
-            "visible_area": visible[:n].astype(np.int64),
+            "visible_area": visible[first_id : first_id + n].astype(np.int64),
             "centroid_y": cy,
             "centroid_x": cx,
-            "bbox_y0": boxes[:, 1].astype(np.int64),
-            "bbox_x0": boxes[:, 0].astype(np.int64),
-            "bbox_y1": boxes[:, 3].astype(np.int64),
-            "bbox_x1": boxes[:, 2].astype(np.int64),
+            "bbox_y0": boxes[:, 1],
+            "bbox_x0": boxes[:, 0],
+            "bbox_y1": boxes[:, 3],
+            "bbox_x1": boxes[:, 2],
         }
+        columns = list(CANDIDATE_COLUMNS)
         if self.iou_scores is not None:
             data["iou_score"] = self.iou_scores.astype(np.float64)
+            columns.append("iou_score")
         if intensity is not None:
             data["mean_intensity"] = mean_i
             data["max_intensity"] = max_i
+            columns += ["mean_intensity", "max_intensity"]
         if scale is not None:
             sy, sx = float(scale[0]), float(scale[1])
             data["area_physical"] = areas * sy * sx
             data["centroid_y_physical"] = cy * sy
             data["centroid_x_physical"] = cx * sx
-        return pd.DataFrame(data)
+            columns += PHYSICAL_COLUMNS
+        return pd.DataFrame(data, columns=columns)
 
 
 def boxes_from_masks(masks: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ import pandas as pd
 from .classical import estimate_diameter, iter_segment_classical, to_intensity
 from .errors import Sam3Error
 from .images import Preprocessing, channel_axis
-from .measure import count_distinct, measure_labels, write_table_csv
+from .measure import count_distinct, measure_labels
 from .progress import Progress, ProgressGen, run_to_end
 from .prompts import check_boxes, parse_concepts
 from .tiling import (
@@ -42,7 +42,6 @@ __all__ = [
     "count_stack",
     "iter_count",
     "iter_count_stack",
-    "write_table_csv",
 ]
 
 METHODS = ("classical", "sam3")
@@ -75,10 +74,6 @@ class CountResult:
     warnings: list[str] = field(default_factory=list)
     plane_counts: list[int] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
-
-    def to_csv(self, path) -> None:
-        """Write the measurements table as CSV."""
-        write_table_csv(self.table, path)
 
 
 # ------------------------------------------------------------------------------ public API

@@ -1,4 +1,4 @@
-"""Per-object measurements of a label image, CSV export, and matching against ground truth.
+"""Per-object measurements of a label image, and matching against ground truth.
 
 `measure_labels` gives the same numbers as ``skimage.measure.regionprops_table`` (the tests check it)
 but from a handful of vectorised ``np.bincount`` / ``scipy.ndimage`` passes: regionprops_table loops
@@ -7,37 +7,18 @@ in Python per object and takes ~7 s for 30 000 nuclei on a 4096 px image; this t
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
+
+from .columns import MEASURE_COLUMNS, PHYSICAL_COLUMNS
 
 __all__ = [
     "count_distinct",
     "match_labels",
     "max_per_label",
     "measure_labels",
-    "write_table_csv",
 ]
-
-BASE_COLUMNS = (
-    "label",
-    "area",
-    "equivalent_diameter",
-    "centroid_y",
-    "centroid_x",
-    "bbox_y0",
-    "bbox_x0",
-    "bbox_y1",
-    "bbox_x1",
-    "mean_intensity",
-    "max_intensity",
-    "eccentricity",
-    "score",
-    "prompt",
-)
 
 
 def count_distinct(labels: np.ndarray) -> int:
@@ -159,13 +140,15 @@ def measure_labels(
         "score": score,
         "prompt": prompt,
     }
+    columns = list(MEASURE_COLUMNS)
     if scale is not None:
         sy_, sx_ = float(scale[-2]), float(scale[-1])
         data["area_physical"] = area * sy_ * sx_
         data["equivalent_diameter_physical"] = np.sqrt(4 * area * sy_ * sx_ / np.pi)
         data["centroid_y_physical"] = cy * sy_
         data["centroid_x_physical"] = cx * sx_
-    return pd.DataFrame(data)
+        columns += [PHYSICAL_COLUMNS[0], "equivalent_diameter_physical", *PHYSICAL_COLUMNS[1:]]
+    return pd.DataFrame(data, columns=columns)
 
 
 def _block_axis(n_small: int, f: int, n_full: int):
@@ -218,16 +201,6 @@ def max_per_label(
             continue
         out[k] = values[sl][labels[sl] == i].max()
     return out
-
-
-def write_table_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a measurements table as CSV: a thin wrapper on `napari_sam3.io.tables.write_table_csv`
-    (atomic, UTF-8, NaN as an empty cell), overwriting an existing file."""
-    from ..io.tables import write_table_csv as _write
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _write(path, table, overwrite=True)
 
 
 def match_labels(truth: np.ndarray, pred: np.ndarray, iou: float = 0.5) -> dict:

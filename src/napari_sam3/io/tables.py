@@ -1,9 +1,9 @@
 """The per-object table (CSV): one row per object, the same columns for every method.
 
-Columns: ``label, prompt, score, area, centroid_y, centroid_x, bbox_y0, bbox_x0, bbox_y1, bbox_x1``
-(pixel units, bbox end exclusive, ``score`` empty where a method has none), then ``visible_area``
-(pixels the object still owns in the label image after overlaps) and, when the pixel size is known,
-``area_physical``, ``centroid_y_physical``, ``centroid_x_physical``.
+Columns: `core.columns.OBJECT_COLUMNS` (pixel units, bbox end exclusive, ``score`` empty where a
+method has none), then those of `core.columns.EXTRA_COLUMNS` the table has: ``visible_area`` (pixels
+the object still owns in the label image after overlaps) and, when the pixel size is known, the
+``*_physical`` columns.
 """
 
 from __future__ import annotations
@@ -15,21 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.candidates import Candidates
+from ..core.columns import EXTRA_COLUMNS, FLOAT_COLUMNS, OBJECT_COLUMNS, PHYSICAL_COLUMNS
 from .atomic import atomic_path
-
-OBJECT_COLUMNS = (
-    "label",
-    "prompt",
-    "score",
-    "area",
-    "centroid_y",
-    "centroid_x",
-    "bbox_y0",
-    "bbox_x0",
-    "bbox_y1",
-    "bbox_x1",
-)
-EXTRA_COLUMNS = ("visible_area", "area_physical", "centroid_y_physical", "centroid_x_physical")
 
 
 def objects_table(
@@ -63,19 +50,11 @@ def empty_table(physical: bool = False) -> pd.DataFrame:
     """A table with no rows and the export columns (typed)."""
     cols = list(OBJECT_COLUMNS) + ["visible_area"]
     if physical:
-        cols += ["area_physical", "centroid_y_physical", "centroid_x_physical"]
-    floats = {
-        "score",
-        "centroid_y",
-        "centroid_x",
-        "area_physical",
-        "centroid_y_physical",
-        "centroid_x_physical",
-    }
+        cols += PHYSICAL_COLUMNS
     return pd.DataFrame(
         {
             c: pd.Series(
-                [], dtype=object if c == "prompt" else (float if c in floats else np.int64)
+                [], dtype=object if c == "prompt" else (float if c in FLOAT_COLUMNS else np.int64)
             )
             for c in cols
         }
