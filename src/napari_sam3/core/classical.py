@@ -12,8 +12,10 @@ Pipeline (every step scaled to the object diameter, estimated when not given):
    interpolated smoothly, subtracted; then division by a smooth local foreground level, so dim
    corners count like bright ones;
 5. Gaussian smoothing scaled to the diameter, automatic threshold (Li by default, or Otsu);
-6. touching objects split by a seeded watershed; seeds are peaks of (distance transform of a
-   stricter mask x smoothed intensity), at least a fifth of a diameter apart;
+6. touching objects split by a seeded watershed (steepest ascent, pointer jumping); seeds are
+   peaks of (distance transform of a stricter mask x smoothed intensity, plus a -LoG blob term for
+   objects < 9 px), at least a fifth of a diameter apart; neighbouring basins with seeds < d/2
+   apart and a dip < 1 % of the lower peak between them are merged again (texture, not a contact);
 7. size filter, optional removal of objects touching the border, sequential ids, back to full size.
 
 The diameter estimate is the median equivalent diameter of the blobs that hold one object (area
@@ -57,6 +59,13 @@ DT_SMOOTH = 0.04
 INT_SMOOTH = 0.03
 DT_SAT = 0.5
 SEED_T = 0.25  # seed distances are measured in the mask above this fraction of the bright end
+# Objects < SMALL_DIAMETER px: blur merges touching nuclei into one mask and one brightness peak,
+# so the seed intensity also gets a scale-normalised -LoG at LOG_SIGMA x the diameter.
+LOG_SIGMA = 0.2
+# Basins are merged again when the pass between them is within MERGE_H of the lower peak and
+# their seeds are closer than MERGE_DIST x the diameter (a texture bump, not a second nucleus).
+MERGE_H = 0.01
+MERGE_DIST = 0.5
 SPLIT_MODES = ("shape", "intensity", "shape+intensity")
 
 
@@ -460,7 +469,7 @@ def iter_segment_classical(
         raise Sam3Error(f"Unknown split mode {split!r}; use True, False or one of {SPLIT_MODES}.")
     if n and split and d_small >= 3:
         yield Progress("Classical count: splitting touching objects", 3, total)
-        lab = _split(mask, lab, d_small, corr, mode)
+        lab = _split(mask, lab, d_small, corr, mode, blob=up > 1)
     lab = _size_filter(lab, min_small, None if max_size is None else float(max_size) / f**2)
     if exclude_border:
         from skimage.segmentation import clear_border
@@ -503,14 +512,18 @@ def _contrast_to_noise(img: np.ndarray, work: np.ndarray, mask: np.ndarray) -> f
 
 
 def _split(
-    mask: np.ndarray, lab: np.ndarray, d: float, corr: np.ndarray, mode: str = "shape+intensity"
+    mask: np.ndarray,
+    lab: np.ndarray,
+    d: float,
+    corr: np.ndarray,
+    mode: str = "shape+intensity",
+    blob: bool = False,
 ) -> np.ndarray:
     """Seeded watershed. Seeds are peaks, at least ``MIN_DIST * d`` apart, of the distance
     transform ("shape"), the smoothed intensity ("intensity") or, by default, their product: a
     dim nucleus pressed against a bright one still has its own distance peak, and two nuclei
-    with a wide flat contact still have their own brightness peaks."""
-    from skimage.segmentation import watershed
-
+    with a wide flat contact still have their own brightness peaks. ``blob`` adds a -LoG term
+    (small, blurred objects); shallow-dip basins are merged (`_merge_shallow`)."""
     # The distance cue is taken from a stricter mask (above SEED_T of the bright end of the
     # objects), where touching nuclei with dimmer rims already come apart.
     vals = corr[mask]
@@ -525,6 +538,9 @@ def _split(
     else:
         inside = ndi.binary_erosion(mask, border_value=1)  # == distance > 1 from background
         inten = ndi.gaussian_filter(corr, max(0.7, d * INT_SMOOTH))
+        if blob:  # small objects: add the blob (-LoG) response, which peaks once per nucleus
+            sg = d * LOG_SIGMA
+            inten -= np.float32(sg * sg) * ndi.gaussian_laplace(corr, sg)
         if mode == "intensity":
             surf = inten
         else:
@@ -548,13 +564,123 @@ def _split(
     out = np.where(clump, 0, lab + nm).astype(np.int32)
     out[~mask] = 0
     if clump.any():
-        ys, xs = np.nonzero(clump)
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        rows, cols = np.flatnonzero(clump.any(axis=1)), np.flatnonzero(clump.any(axis=0))
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
         sub_mask = clump[y0:y1, x0:x1]
         sub_markers = np.where(sub_mask, markers[y0:y1, x0:x1], 0)
-        ws = watershed(-surf[y0:y1, x0:x1], sub_markers, mask=sub_mask)
+        sub_surf = surf[y0:y1, x0:x1]
+        ws = np.zeros(sub_mask.shape, np.int32)
+        ws[sub_mask] = _ascend(sub_surf, sub_markers, sub_mask)
+        if MERGE_H > 0:
+            peak = np.zeros(nm + 1, np.float32)
+            peak[markers[peaks]] = surf[peaks]
+            py, px = np.nonzero(peaks)
+            ml = markers[py, px]
+            cnt = np.maximum(np.bincount(ml, minlength=nm + 1), 1)
+            pos = (
+                np.stack([np.bincount(ml, py, nm + 1), np.bincount(ml, px, nm + 1)], 1)
+                / cnt[:, None]
+            )
+            ws = _merge_shallow(ws, sub_surf, peak, pos, MERGE_H, MERGE_DIST * d)
         out[y0:y1, x0:x1][sub_mask] = ws[sub_mask]
     return out
+
+
+def _merge_shallow(
+    lab: np.ndarray, surf: np.ndarray, peak: np.ndarray, pos: np.ndarray, h: float, dist: float
+) -> np.ndarray:
+    """Merge neighbouring basins whose pass (highest boundary point) is within ``h`` x the lower
+    peak of that peak and whose seeds (``pos``, row/col per label) are closer than ``dist``: a dip
+    that shallow between seeds that close is texture, not the contact between two nuclei."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ka, kb, sad = [], [], []
+    for a, b, sa, sb in (
+        (lab[:, :-1], lab[:, 1:], surf[:, :-1], surf[:, 1:]),
+        (lab[:-1], lab[1:], surf[:-1], surf[1:]),
+    ):
+        m = (a != b) & (a > 0) & (b > 0)
+        la, lb = a[m], b[m]
+        ka.append(np.minimum(la, lb))
+        kb.append(np.maximum(la, lb))
+        sad.append(np.minimum(sa[m], sb[m]))
+    ka, kb, sad = np.concatenate(ka), np.concatenate(kb), np.concatenate(sad)
+    if ka.size == 0:
+        return lab
+    n = peak.size
+    key = ka.astype(np.int64) * n + kb
+    order = np.lexsort((sad, key))
+    key, sad = key[order], sad[order]
+    last = np.r_[key[1:] != key[:-1], True]
+    key, sad = key[last], sad[last]  # highest pass between each pair
+    ka, kb = key // n, key % n
+    low = np.minimum(peak[ka], peak[kb])
+    join = (sad >= (1 - h) * low) & (low > 0)
+    join &= ((pos[ka] - pos[kb]) ** 2).sum(1) < dist * dist
+    if not join.any():
+        return lab
+    g = coo_matrix((np.ones(join.sum()), (ka[join], kb[join])), shape=(n, n))
+    _, comp = connected_components(g, directed=False)
+    # map each label to the smallest label of its component
+    first = np.full(comp.max() + 1, n, np.int64)
+    np.minimum.at(first, comp, np.arange(n))
+    remap = first[comp].astype(np.int32)
+    remap[0] = 0
+    return remap[lab]
+
+
+def _ascend(surf: np.ndarray, markers: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Watershed basins by steepest ascent: the marker each ``region`` pixel reaches by always
+    stepping to its highest 8-neighbour (pointer jumping, ~3x faster than a flooding watershed;
+    basins agree on ~96 % of pixels, the rest are boundary pixels). Basins of unmarked maxima
+    take the label of a labelled neighbour. Returns the labels of the region's pixels (C order).
+    """
+    h, w = surf.shape
+    W = w + 2
+    s = np.full((h + 2, W), -np.inf, np.float32)
+    np.copyto(s[1:-1, 1:-1], surf, where=region)
+    best = s[1:-1, 1:-1].copy()
+    off = np.zeros((h, w), np.int32)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                v = s[1 + dy : h + 1 + dy, 1 + dx : w + 1 + dx]
+                b = v > best
+                np.copyto(best, v, where=b)
+                np.copyto(off, dy * W + dx, where=b)
+    del s, best
+    mk = np.zeros((h + 2, W), np.int32)
+    mk[1:-1, 1:-1] = markers
+    mk = mk.ravel()
+    rp = np.flatnonzero(np.pad(region, 1))  # region pixels, padded flat indices
+    parent = np.arange(mk.size, dtype=np.int32)
+    parent[rp] = rp + off[region]
+    seeds = np.flatnonzero(mk)
+    parent[seeds] = seeds
+    p = parent[rp]
+    for _ in range(64):  # pointer jumping: path lengths double each round
+        q = parent[p]
+        if np.array_equal(q, p):
+            break
+        parent[rp] = q
+        p = q
+    lab = mk[p]
+    todo = np.flatnonzero(lab == 0)
+    if todo.size:  # basins of unmarked maxima: grow labelled neighbours into them
+        full = np.zeros(mk.size, np.int32)
+        full[rp] = lab
+        nbr = np.array([dy * W + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+        idx = rp[todo]
+        for _ in range(4 * (h + w)):
+            got = full[idx[:, None] + nbr].max(axis=1)
+            full[idx] = got
+            left = got == 0
+            if not left.any() or left.all():
+                break
+            idx = idx[left]
+        lab = full[rp]
+    return lab
 
 
 def _size_filter(lab: np.ndarray, min_area: float, max_area: float | None) -> np.ndarray:
