@@ -8,7 +8,6 @@ RGB(A) stays one colour plane. Empty, corrupt, non-image and unsupported-shape f
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import itertools
 import os
@@ -19,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import Sam3Error
+from ._files import check_file, open_tiff, short_error
+from .tiff import tiff_scale
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -88,25 +89,6 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list
     return unique, problems
 
 
-@contextlib.contextmanager
-def open_tiff(path: str | os.PathLike):
-    """`tifffile.TiffFile` with empty/corrupt files turned into `Sam3Error`."""
-    import tifffile
-
-    path = Path(path)
-    _check_file(path)
-    try:
-        tif = tifffile.TiffFile(path)
-    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for bad files
-        raise Sam3Error(f"{path.name}: not a readable TIFF ({_short(exc)}).") from exc
-    try:
-        if not tif.series:
-            raise Sam3Error(f"{path.name}: the TIFF holds no image.")
-        yield tif
-    finally:
-        tif.close()
-
-
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str, dict]:
     """Read a whole file: ``(data, axes, info)`` with axes like ``"YX"``, ``"ZYX"``, ``"YXS"``.
 
@@ -115,31 +97,29 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str, dict]:
     path = Path(path)
     suffix = image_suffix(path)
     if suffix in TIFF_SUFFIXES:
-        from .tiff import _tiff_scale
-
         with open_tiff(path) as tif:
             series = tif.series[0]
             try:
                 data = series.asarray()
             except Exception as exc:  # noqa: BLE001
                 raise Sam3Error(
-                    f"{path.name}: the TIFF data cannot be decoded ({_short(exc)})."
+                    f"{path.name}: the TIFF data cannot be decoded ({short_error(exc)})."
                 ) from exc
             axes = series.axes
-            scale, unit, _ = _tiff_scale(tif, axes)
+            scale, unit, _ = tiff_scale(tif, axes)
         info = {"unit": unit, "scale": None}
         if scale is not None and "Y" in axes and "X" in axes:
             info["scale"] = (scale[axes.index("Y")], scale[axes.index("X")])
         return data, axes, info
     if suffix in PIL_SUFFIXES:
-        _check_file(path)
+        check_file(path)
         import imageio.v3 as iio
 
         try:
             data = np.asarray(iio.imread(path))
         except Exception as exc:  # noqa: BLE001
             raise Sam3Error(
-                f"{path.name}: not a readable {suffix[1:].upper()} image ({_short(exc)})."
+                f"{path.name}: not a readable {suffix[1:].upper()} image ({short_error(exc)})."
             ) from exc
         if data.ndim == 2:
             axes = "YX"
@@ -150,7 +130,7 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str, dict]:
         else:
             raise Sam3Error(f"{path.name}: unsupported image shape {data.shape}.")
         return data, axes, {"scale": None, "unit": None}
-    _check_file(path)
+    check_file(path)
     raise Sam3Error(
         f"{path.name}: unsupported file type {suffix or '(no suffix)'}; "
         f"use {', '.join(SUPPORTED_SUFFIXES)}."
@@ -236,17 +216,3 @@ def _normalise_axes(path: Path, data: np.ndarray, axes: str) -> tuple[np.ndarray
             "a 2-D image, RGB, or a stack of 2-D planes is needed."
         )
     return data, axes
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise Sam3Error(f"{path}: no such file.")
-    if not path.is_file():
-        raise Sam3Error(f"{path}: not a file.")
-    if path.stat().st_size == 0:
-        raise Sam3Error(f"{path.name}: the file is empty (0 bytes).")
-
-
-def _short(exc: Exception) -> str:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return msg[:200]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import Sam3Error
+from ._files import open_tiff
 from .atomic import atomic_path
 
 COMPRESSION = "zlib"  # Adobe deflate: Fiji, QuPath, tifffile and libtiff all read it
@@ -130,13 +131,11 @@ def read_labels_tiff(path: str | os.PathLike) -> TiffLabels:
     """Read a label TIFF written by `write_labels_tiff` (or any single-series integer TIFF)."""
     import tifffile
 
-    from .readers import open_tiff
-
     with open_tiff(path) as tif:
         series = tif.series[0]
         data = series.asarray()
         axes = series.axes.replace("Q", "Z").replace("I", "Z")
-        scale, unit, extra = _tiff_scale(tif, axes)
+        scale, unit, extra = tiff_scale(tif, axes)
     if not np.issubdtype(data.dtype, np.integer):
         raise Sam3Error(f"{path} holds {data.dtype} data, not integer labels.")
     del tifffile
@@ -169,7 +168,7 @@ def _imagej_order(axes: str) -> bool:
     return -1 not in order and order == sorted(order) and axes.endswith("YX")
 
 
-def _tiff_scale(tif, axes: str) -> tuple[tuple[float, ...] | None, str | None, dict]:
+def tiff_scale(tif, axes: str) -> tuple[tuple[float, ...] | None, str | None, dict]:
     """Physical pixel size from our JSON description, ImageJ, OME or resolution tags."""
     import json
 
