@@ -14,6 +14,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The engine fixture is compared with plain transformers to 1e-5 (test_parity): keep float32.
+# The bf16 CPU fast path has its own tests (test_acceleration.py).
+os.environ.setdefault("NAPARI_SAM3_CPU_FAST", "off")
 
 # torch imported after a QApplication exists can crash (pytorch issue 11326): import it first.
 import pytest  # noqa: E402

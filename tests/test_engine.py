@@ -126,8 +126,10 @@ def test_cache_memory_bound_evicts(engine):
 
 def test_tracker_embeddings_count_against_the_bound(engine):
     eng = Sam3Engine(engine._loaded, cache=FeatureCache())
+    eng.precompute_tracker = False
     plane = fresh_plane()
     enc = eng.encode(plane)
+    assert enc.tracker is None
     before = eng.cache.nbytes
     eng.segment_points(plane, [[10, 10]])
     assert (
@@ -135,6 +137,19 @@ def test_tracker_embeddings_count_against_the_bound(engine):
         > before
         == enc.nbytes - sum(t.element_size() * t.nelement() for t in enc.tracker)
     )
+
+
+def test_tracker_embeddings_precomputed_at_encode(engine):
+    """The default: the tracker neck runs with the encode, so a click needs no further image work."""
+    eng = Sam3Engine(engine._loaded, cache=FeatureCache())
+    plane = fresh_plane()
+    enc = eng.encode(plane)
+    assert enc.tracker is not None
+    after_encode = eng.cache.nbytes
+    assert after_encode == enc.nbytes
+    tracker = enc.tracker
+    eng.segment_points(plane, [[10, 10]])
+    assert enc.tracker is tracker and eng.cache.nbytes == after_encode
 
 
 # ---------------------------------------------------------------- text results
@@ -341,7 +356,7 @@ def test_position_encodings_shared_between_cached_images(engine):
         assert x is y
     assert a.nbytes == sum(
         t.element_size() * t.nelement()
-        for t in (a.vision.last_hidden_state, *a.vision.fpn_hidden_states)
+        for t in (a.vision.last_hidden_state, *a.vision.fpn_hidden_states, *(a.tracker or ()))
     )
 
 

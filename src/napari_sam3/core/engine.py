@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from .acceleration import apply_cpu_fast_path, encode_vision
 from .cache import FeatureCache, make_key
 from .candidates import Candidates, boxes_from_masks
 from .errors import Sam3Error
@@ -116,7 +117,15 @@ class Sam3Engine:
         self.source: str = loaded.source
         self.device = loaded.device
         self.dtype = loaded.dtype
-        self.model_key: str = loaded.key
+        # CPU: bfloat16 autocast for the vision encoder only, where the CPU has native bf16
+        # ($NAPARI_SAM3_CPU_FAST=off|bf16|bf16-compile|auto; measured in benchmarks/README.md).
+        self.cpu_fast_path: str = apply_cpu_fast_path(self.model, None, self.device)
+        # The mode is part of the cache key, so features of different numerics never mix.
+        self.model_key: str = loaded.key + (
+            "" if self.cpu_fast_path == "off" else f"|cpu-{self.cpu_fast_path}"
+        )
+        # Run the tracker neck at encode time so the first click costs ~70 ms, not a neck pass.
+        self.precompute_tracker: bool = True
         self.image_size: int = loaded.image_size
         self.cache = cache if cache is not None else FeatureCache()
         self._text_cache: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
@@ -193,7 +202,7 @@ class Sam3Engine:
                 return done
             start = time.perf_counter()
             pixel_values = self.pixel_values(picture)
-            vision = self.model.detector_model.get_vision_features(pixel_values=pixel_values)
+            vision = encode_vision(self.model.detector_model, pixel_values, self.cpu_fast_path)
             self.stats["vision_encodes"] += 1
             vision.hidden_states = None
             vision.attentions = None
@@ -208,6 +217,8 @@ class Sam3Engine:
             self.last_encode_seconds = seconds
             encoded = EncodedImage(key, self.model_key, tuple(picture.shape[:2]), vision, seconds)
             self.cache.put(key, encoded, encoded.nbytes)
+            if self.precompute_tracker:
+                self.tracker_embeddings(encoded)
         return encoded
 
     def pixel_values(self, picture: np.ndarray):
@@ -415,7 +426,8 @@ class Sam3Engine:
                 for i in range(n)
             ]
         self.last_prompt_seconds = time.perf_counter() - start
-        result = Candidates.concatenate(parts, kind=kind).sorted_by_score()
+        # One concept: already sorted by _instances, no copy; several: merge by score.
+        result = parts[0] if n == 1 else Candidates.concatenate(parts, kind=kind).sorted_by_score()
         result.meta.update(self._meta(encoded, min_score=min_score, mask_threshold=mask_threshold))
         return result
 
@@ -620,6 +632,7 @@ def _instances(
     if presence is not None:
         scores = scores * presence.float().sigmoid()
     keep = torch.nonzero(scores >= min_score).flatten()
+    keep = keep[torch.argsort(scores[keep], descending=True, stable=True)]  # best first
     if keep.numel() == 0:
         return Candidates.empty(shape, kind)
     masks = _upsample(mask_logits[keep].float(), shape, mask_threshold, sigmoid=True)
