@@ -187,6 +187,20 @@ def test_concatenate_and_subset(three):
         Candidates.concatenate([])
 
 
+def test_concatenate_by_score_equals_concatenate_then_sort(three):
+    rng = np.random.default_rng(0)
+    other = Candidates(
+        rng.random((3, *three.shape)) > 0.5, [0.9, 0.05, 0.5], np.zeros((3, 4)), ["a", "b", "c"]
+    )
+    merged = Candidates.concatenate([three, other], by_score=True)
+    reference = Candidates.concatenate([three, other]).sorted_by_score()
+    np.testing.assert_array_equal(merged.masks, reference.masks)
+    np.testing.assert_array_equal(merged.scores, reference.scores)
+    np.testing.assert_array_equal(merged.boxes, reference.boxes)
+    assert list(merged.prompts) == list(reference.prompts)
+    assert np.all(np.diff(merged.scores) <= 0)
+
+
 def test_boxes_from_masks_exclusive_end():
     m = square((10, 12), 2, 3, 4)
     np.testing.assert_array_equal(boxes_from_masks(m[None]), [[3, 2, 7, 6]])

@@ -111,18 +111,33 @@ class Candidates:
         return cls.from_masks(masks, prompts=prompt, kind=kind)
 
     @staticmethod
-    def concatenate(parts: list[Candidates], kind: str | None = None) -> Candidates:
-        """Join candidates of the same plane (e.g. one per concept) into one value."""
+    def concatenate(
+        parts: list[Candidates], kind: str | None = None, by_score: bool = False
+    ) -> Candidates:
+        """Join candidates of the same plane (e.g. one per concept) into one value.
+
+        ``by_score=True`` orders the result highest score first (stable; NaN last) while copying
+        each mask once, instead of concatenating and then sorting (two full copies).
+        """
         if not parts:
             raise ValueError("nothing to concatenate")
+        scores = np.concatenate([p.scores for p in parts])
+        order = np.arange(scores.size)
+        if by_score:
+            order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
+        masks = np.empty((scores.size, *parts[0].shape), dtype=bool)
+        starts = np.cumsum([0] + [len(p) for p in parts])
+        for j, g in enumerate(order):
+            i = int(np.searchsorted(starts, g, side="right")) - 1
+            masks[j] = parts[i].masks[g - starts[i]]
         iou = None
         if all(p.iou_scores is not None for p in parts):
-            iou = np.concatenate([p.iou_scores for p in parts])
+            iou = np.concatenate([p.iou_scores for p in parts])[order]
         return Candidates(
-            masks=np.concatenate([p.masks for p in parts]),
-            scores=np.concatenate([p.scores for p in parts]),
-            boxes=np.concatenate([p.boxes for p in parts]),
-            prompts=np.concatenate([p.prompts for p in parts]),
+            masks=masks,
+            scores=scores[order],
+            boxes=np.concatenate([p.boxes for p in parts])[order],
+            prompts=np.concatenate([p.prompts for p in parts])[order],
             kind=kind or parts[0].kind,
             iou_scores=iou,
         )

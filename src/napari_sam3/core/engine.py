@@ -427,7 +427,7 @@ class Sam3Engine:
             ]
         self.last_prompt_seconds = time.perf_counter() - start
         # One concept: already sorted by _instances, no copy; several: merge by score.
-        result = parts[0] if n == 1 else Candidates.concatenate(parts, kind=kind).sorted_by_score()
+        result = parts[0] if n == 1 else Candidates.concatenate(parts, kind=kind, by_score=True)
         result.meta.update(self._meta(encoded, min_score=min_score, mask_threshold=mask_threshold))
         return result
 
