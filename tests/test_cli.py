@@ -390,3 +390,61 @@ def test_cli_imports_no_qt_or_napari():
         timeout=120,
     )
     assert res.returncode == 0 and "--sample" in res.stdout
+
+
+def test_negative_exemplars(images, tmp_path, tiny_checkpoint, capsys):
+    a = images / "a.tif"
+    out = tmp_path / "neg"
+
+    def run(*extra):
+        return main(
+            [
+                "segment",
+                str(a),
+                "--model",
+                str(tiny_checkpoint),
+                "--threshold",
+                "0.0",
+                "--out",
+                str(out),
+                "--no-progress",
+                *extra,
+            ]
+        )
+
+    assert run("--exemplar", "10,10,40,40", "--negative-exemplar", "50,50,80,90") == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["settings"]["exemplars"] == [[10, 10, 40, 40], [50, 50, 80, 90]]
+    assert man["settings"]["exemplar_labels"] == [1, 0]
+    prov = json.loads((out / ".done" / "a.json").read_text())["provenance"]
+    assert prov["exemplars"] == [[10, 10, 40, 40], [50, 50, 80, 90]]
+    assert prov["exemplar_labels"] == [1, 0]
+    # a changed set of negatives is another run: not skipped as complete
+    capsys.readouterr()
+    assert run("--exemplar", "10,10,40,40", "--negative-exemplar", "50,50,80,91") == 1
+    assert "different settings" in capsys.readouterr().err
+    # positives only: same fields and fingerprint as before negatives existed
+    from napari_sam3.batch.settings import BatchSettings
+
+    pos = BatchSettings(exemplars=((10.0, 10.0, 40.0, 40.0),))
+    assert "exemplar_labels" not in pos.result_fields()
+    assert "negative_exemplars" not in pos.result_fields()
+    neg = BatchSettings(exemplars=pos.exemplars, negative_exemplars=((1.0, 1.0, 5.0, 5.0),))
+    assert neg.fingerprint() != pos.fingerprint()
+    # negatives alone: usage error naming the fix; malformed boxes: usage error
+    capsys.readouterr()
+    assert run("--negative-exemplar", "50,50,80,90") == 2
+    err = capsys.readouterr().err
+    assert "--negative-exemplar" in err and "--exemplar" in err and "--prompt" in err
+    assert "Traceback" not in err
+    for bad in ("1,2,3", "a,b,c,d", "40,10,10,40", "10,40,40,40"):
+        assert run("--prompt", "cell", "--negative-exemplar", bad) == 2
+        assert "--negative-exemplar" in capsys.readouterr().err
+    counted = tmp_path / "cnt"
+    argv = ["count", str(a), "--method", "sam3", "--out", str(counted), "--no-progress"]
+    assert main([*argv, "--negative-exemplar", "50,50,80,90"]) == 2
+    ex = ["--exemplar", "10,10,40,40", "--negative-exemplar", "50,50,80,90"]
+    opts = ["--model", str(tiny_checkpoint), "--threshold", "0.0", "--diameter", "18"]
+    assert main([*argv, *ex, *opts]) == 0
+    settings = json.loads((counted / "manifest.json").read_text())["settings"]
+    assert settings["exemplar_labels"] == [1, 0]

@@ -120,8 +120,20 @@ def test_segment_refine_reaches_outputs(tmp_path, tiny_checkpoint):
     found = {}
     for level in ("low", "high"):
         out = tmp_path / level
-        argv = ["segment", str(tmp_path / "img.tif"), "--prompt", "coin", "--out", str(out),
-                "--model", str(tiny_checkpoint), "--device", "cpu", "--threshold", "0.1"]
+        argv = [
+            "segment",
+            str(tmp_path / "img.tif"),
+            "--prompt",
+            "coin",
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_checkpoint),
+            "--device",
+            "cpu",
+            "--threshold",
+            "0.1",
+        ]
         assert main([*argv, "--refine", level, "--no-progress"]) == 0
         found[level] = read_labels_tiff(out / "img_labels.tif").data
         man = json.loads((out / "manifest.json").read_text())
@@ -133,8 +145,19 @@ def test_segment_refine_reaches_outputs(tmp_path, tiny_checkpoint):
         mask = found["high"] == obj
         assert np.array_equal(ndi.binary_fill_holes(mask), mask), f"object {obj} has holes"
     # another level is another result: a rerun into the same folder asks for --overwrite
-    argv = ["segment", str(tmp_path / "img.tif"), "--prompt", "coin", "--out", str(tmp_path / "low"),
-            "--model", str(tiny_checkpoint), "--device", "cpu", "--no-progress"]
+    argv = [
+        "segment",
+        str(tmp_path / "img.tif"),
+        "--prompt",
+        "coin",
+        "--out",
+        str(tmp_path / "low"),
+        "--model",
+        str(tiny_checkpoint),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert main([*argv, "--refine", "medium"]) == 1
     assert main([*argv, "--refine", "medium", "--overwrite"]) == 0
 

@@ -83,3 +83,61 @@ def test_count_error_is_notified(qtbot, counter, monkeypatch):
     tab.run_count()
     _wait(qtbot, widget)
     assert errors and tab.last is None
+
+
+def test_classical_count_all_slices(qtbot, counter, tmp_path):
+    viewer, widget, _ = counter
+    planes = [synthetic_nuclei((128, 128), seed=k)[0] for k in range(3)]
+    stack = np.stack(planes)
+    viewer.add_image(stack, name="stack", scale=(2.0, 0.5, 0.5), translate=(1.0, 0.0, 0.0))
+    viewer.add_image(planes[0], name="flat")
+    tab = widget.count_tab
+    tab.refresh_layer_choices()
+    tab.image_combo.setCurrentText("flat")
+    assert not tab.all_slices_check.isEnabled()  # a single plane has no slices
+    tab.image_combo.setCurrentText("stack")
+    assert tab.all_slices_check.isEnabled()
+    tab.all_slices_check.setChecked(True)
+    tab.run_count()
+    qtbot.waitUntil(lambda: widget.idle and tab.last is not None, timeout=60_000)
+    expected = [count_objects(p, scale=(0.5, 0.5)).count for p in planes]
+    out = tab.last
+    assert out["slice_counts"] == expected
+    assert f"Total {sum(expected)} objects in 3 slices" in tab.count_label.text()
+    assert "per slice: " + ", ".join(map(str, expected)) in tab.count_label.text()
+    labels = viewer.layers["stack count (classical) all slices"]
+    points = viewer.layers["stack count (classical) all slices centroids"]
+    assert labels.data.shape == stack.shape
+    np.testing.assert_allclose(labels.scale, (2.0, 0.5, 0.5))
+    np.testing.assert_allclose(labels.translate, (1.0, 0.0, 0.0))
+    ids = [set(np.unique(labels.data[k])) - {0} for k in range(3)]
+    assert [len(i) for i in ids] == expected
+    assert not (ids[0] & ids[1]) and not (ids[1] & ids[2]) and not (ids[0] & ids[2])
+    features = labels.features
+    assert set(features["index"]) == set().union(*ids)
+    assert "slice" in features and features["slice"].nunique() == 3
+    assert features.groupby("slice").size().tolist() == expected
+    for k in range(3):  # each id's row says its slice
+        rows = features[features["index"].isin(ids[k])]
+        assert (rows["slice"] == k).all() and len(rows) == expected[k]
+    assert points.data.shape == (sum(expected), 3)
+    np.testing.assert_array_equal(points.data[:, 0], features["slice"].to_numpy())
+    assert tab.table_model.rowCount() == sum(expected)
+    assert "slice" in list(tab.table_model.df.columns)
+    table = pd.read_csv(tab.export_csv(str(tmp_path / "stack.csv")))
+    assert len(table) == sum(expected) and table["slice"].nunique() == 3
+
+
+def test_all_slices_unchecked_counts_current_slice(qtbot, counter):
+    viewer, widget, _ = counter
+    stack = np.stack([synthetic_nuclei((96, 96), seed=k)[0] for k in range(2)])
+    viewer.add_image(stack, name="stack")
+    viewer.dims.set_point(0, 1)
+    tab = widget.count_tab
+    tab.refresh_layer_choices()
+    assert tab.all_slices_check.isEnabled() and not tab.all_slices_check.isChecked()
+    tab.run_count()
+    qtbot.waitUntil(lambda: widget.idle and tab.last is not None, timeout=60_000)
+    layer = viewer.layers["stack count (classical) [1]"]
+    assert layer.data.shape == (1, 96, 96)
+    assert tab.last["result"].count == count_objects(stack[1]).count

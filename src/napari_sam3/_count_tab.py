@@ -3,9 +3,16 @@
 Wiring only: `core.counting.iter_count` runs in a worker; the result becomes a Labels layer (objects,
 with the measurements as ``features``) and a Points layer (centroids), both placed on the plane the
 count ran on, plus a per-concept count and a table view with CSV export.
+
+With "All slices" on an nD stack, every slice (each position on the leading, non-displayed axes) is
+counted in turn (progress per slice, Cancel between slices); the result is one stack-sized Labels
+layer with ids unique across slices, centroids with the slice index as leading coordinate(s), a
+per-slice summary and a table with a ``slice`` column.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -88,6 +95,80 @@ def prepare_count(result, ref: L.PlaneRef, image_name: str) -> dict:
     return {"result": result, "labels": labels, "table": table, "points": points}
 
 
+def slice_indices(ref: L.PlaneRef, data) -> list[tuple[int, ...]]:
+    """Every slice of the stack ``ref`` belongs to: positions on the leading (non-displayed) axes."""
+    shape = tuple(int(s) for s in L._level0(data).shape)
+    return [tuple(int(i) for i in idx) for idx in np.ndindex(*shape[: len(ref.index)])]
+
+
+def slice_value(index: tuple[int, ...]):
+    """The ``slice`` column value: the index for one leading axis, ``"t,z"`` text for more."""
+    return index[0] if len(index) == 1 else ",".join(map(str, index))
+
+
+def prepare_count_stack(results: list, indices: list[tuple[int, ...]], ref: L.PlaneRef) -> dict:
+    """Layer data for per-slice `CountResult` s (runs in the worker).
+
+    Label ids are offset per slice so they are unique across the stack, and the table's ``label`` /
+    ``index`` hold the offset ids (``slice_label`` the slice's own id), so feature rows match ids.
+    """
+    lead_shape = tuple(int(n) + 1 for n in np.max(np.asarray(indices), axis=0))
+    total_ids = 0
+    tables, planes = [], []
+    for res, idx in zip(results, indices, strict=True):
+        plane = np.asarray(res.labels)
+        top = max(int(plane.max(initial=0)), int(res.table["label"].max()) if len(res.table) else 0)
+        table = res.table.copy()
+        table.insert(0, "slice_label", table["label"].to_numpy())
+        table["label"] = table["label"].to_numpy() + total_ids
+        table.insert(0, "index", table["label"].to_numpy())
+        table.insert(1, "slice", [slice_value(idx)] * len(table))
+        tables.append(table)
+        planes.append((plane, total_ids))
+        total_ids += top
+    dtype = np.int32 if total_ids <= np.iinfo(np.int32).max else np.int64
+    labels = np.zeros(lead_shape + tuple(ref.shape), dtype=dtype)
+    for (plane, offset), idx in zip(planes, indices, strict=True):
+        labels[idx] = np.where(plane > 0, plane.astype(dtype) + offset, 0)
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"index": []})
+    lead = np.zeros((0, len(ref.index)))
+    for res, idx in zip(results, indices, strict=True):
+        lead = np.concatenate([lead, np.tile(np.asarray(idx, float), (len(res.table), 1))])
+    yx = table[["centroid_y", "centroid_x"]].to_numpy(dtype=float).reshape(-1, 2)
+    counts: dict[str, int] = {}
+    for res in results:
+        for k, v in res.counts.items():
+            counts[k] = counts.get(k, 0) + v
+    diameters = [r.diameter for r in results if np.isfinite(r.diameter)]
+    return {
+        "results": results,
+        "indices": indices,
+        "slice_counts": [int(r.count) for r in results],
+        "count": int(sum(r.count for r in results)),
+        "counts": counts,
+        "diameter": float(np.median(diameters)) if diameters else float("nan"),
+        "warnings": [
+            f"slice {slice_value(idx)}: {w}"
+            for r, idx in zip(results, indices, strict=True)
+            for w in r.warnings
+        ],
+        "labels": labels,
+        "table": table,
+        "export": table.drop(columns="index"),
+        "points": np.concatenate([lead, yx], axis=1),
+    }
+
+
+def stack_summary(out: dict, max_listed: int = 50) -> str:
+    """The per-slice summary: 'Total 1234 objects in 10 slices; per slice: 120, 118, ...'."""
+    per = out["slice_counts"]
+    listed = ", ".join(str(c) for c in per[:max_listed]) + (
+        ", ..." if len(per) > max_listed else ""
+    )
+    n = len(per)
+    return f"Total {out['count']} objects in {n} slice{'s' if n != 1 else ''}; per slice: {listed}"
+
+
 class CountTab(PlaneTab):
     """Count objects on the current plane of an image layer."""
 
@@ -125,6 +206,13 @@ class CountTab(PlaneTab):
         form.addRow("Concepts", self.concepts_edit)
         self.exemplar_check = QCheckBox("Use the boxes layer as exemplars")
         form.addRow(self.exemplar_check)
+        self.all_slices_check = QCheckBox("All slices")
+        self.all_slices_check.setToolTip(
+            "nD stacks: count every slice (each z / t) instead of the one shown; one Labels layer\n"
+            "for the whole stack and a per-slice count. Exemplar boxes come from the slice shown."
+        )
+        self.image_combo.currentIndexChanged.connect(self._update_all_slices)
+        form.addRow(self.all_slices_check)
         outer.addLayout(form)
         self.count_btn = self.add_run_row(outer, "Count", self.run_count)
         self.count_label = QLabel("No count yet.")
@@ -145,8 +233,27 @@ class CountTab(PlaneTab):
         self.status_label.setWordWrap(True)
         outer.addWidget(self.status_label)
         self._on_method_changed()
+        self._update_all_slices()
 
     # ------------------------------------------------------------------ choices
+    def refresh_layer_choices(self, event=None) -> None:
+        super().refresh_layer_choices(event)
+        if hasattr(self, "all_slices_check"):
+            self._update_all_slices()
+
+    def _update_all_slices(self, *args) -> None:
+        """Enable 'All slices' only for images with non-displayed (leading) axes."""
+        image = self.image_layer()
+        self.all_slices_check.setEnabled(image is not None and int(image.ndim) > 2)
+
+    def all_slices(self, image) -> bool:
+        return (
+            self.all_slices_check.isEnabled()
+            and self.all_slices_check.isChecked()
+            and image is not None
+            and int(image.ndim) > 2
+        )
+
     def _on_method_changed(self, *args) -> None:
         sam3 = self.method_combo.currentText() == "sam3"
         self.concepts_edit.setEnabled(sam3)
@@ -180,6 +287,17 @@ class CountTab(PlaneTab):
         source, device = self.model_settings()
         holder = self.holder
         name = image.name
+        if self.all_slices(image) and ref.index:
+            options = {
+                "diameter": diameter,
+                "prompt": concepts if method == "sam3" else None,
+                "exemplars": exemplars,
+                "exemplar_labels": exemplar_labels,
+                "scale": scale,
+                "channel": channel,
+                "rgb": ref.rgb,
+            }
+            return self._run_stack(image, ref, method, options, source, device)
 
         def make():
             from .core.counting import iter_count
@@ -211,6 +329,71 @@ class CountTab(PlaneTab):
             lambda out: self._on_result(out, ref, image, method),
             status=f"Counting ({method}) on {ref.layer_name}{ref.slice_text()}...",
         )
+
+    def _run_stack(self, image, ref: L.PlaneRef, method: str, options: dict, source, device):
+        """Count every slice of ``image`` in the worker (progress per slice, cancel between)."""
+        data = image.data
+        holder = self.holder
+        indices = slice_indices(ref, data)
+
+        def make():
+            from .core.counting import iter_count
+
+            engine = None
+            if method == "sam3":
+                engine = yield from holder.iter_engine(source, device)
+            results = []
+            n = len(indices)
+            for k, idx in enumerate(indices):
+                where = ",".join(map(str, idx))
+                yield Progress(f"Counting slice {k + 1}/{n} [{where}]...", k, n)
+                plane = L.read_plane(data, replace(ref, index=idx))
+                result = yield from iter_count(plane, method, engine=engine, **options)
+                results.append(result)
+            yield Progress(f"Counted {n} slices; building layers...", n, n)
+            return prepare_count_stack(results, indices, ref)
+
+        return self.submit(
+            make,
+            f"SAM3 count ({method}, all slices)",
+            "count",
+            lambda out: self._on_stack_result(out, ref, image, method),
+            status=f"Counting ({method}) all {len(indices)} slices of {ref.layer_name}...",
+        )
+
+    def _on_stack_result(self, out: dict, ref: L.PlaneRef, image, method: str) -> None:
+        if image not in self.viewer.layers:
+            notify_info(
+                f"The image '{ref.layer_name}' was removed during the count; result dropped."
+            )
+            return
+        table = out["table"]
+        geometry = L.full_geometry(ref)
+        base = f"{ref.layer_name} count ({method}) all slices"
+        labels_layer = self.viewer.add_labels(out["labels"], name=base, features=table, **geometry)
+        diameter = out["diameter"]
+        size = max(3.0, 0.25 * (diameter if np.isfinite(diameter) else 10.0))
+        points_layer = self.viewer.add_points(
+            out["points"],
+            name=f"{base} centroids",
+            features=table,
+            size=size,
+            face_color="yellow",
+            border_color="black",
+            **geometry,
+        )
+        self.last = {**out, "labels_layer": labels_layer, "points_layer": points_layer}
+        lines = [stack_summary(out)]
+        if method == "sam3" or len(out["counts"]) > 1:
+            lines += [f"  {k}: {v}" for k, v in out["counts"].items()]
+        if np.isfinite(diameter):
+            lines.append(f"Diameter used (median): {diameter:.1f} px")
+        self.count_label.setText("\n".join(lines))
+        self.table_model.set_frame(out["export"])
+        self.export_btn.setEnabled(True)
+        for warning in out["warnings"]:
+            notify_warning(warning)
+        self.set_status("; ".join(out["warnings"]) if out["warnings"] else "Done.")
 
     def _on_result(self, out: dict, ref: L.PlaneRef, image, method: str) -> None:
         if image not in self.viewer.layers:
@@ -259,7 +442,10 @@ class CountTab(PlaneTab):
                 return None
         try:
             # The save dialog has already asked before replacing an existing file.
-            write_table_csv(path, self.last["result"].table, overwrite=True)
+            table = self.last.get("export")
+            if table is None:
+                table = self.last["result"].table
+            write_table_csv(path, table, overwrite=True)
         except (OSError, Sam3Error) as exc:
             notify_error(exc)
             return None

@@ -18,6 +18,7 @@ EXAMPLES = """\
 examples:
   napari-sam3 segment images/*.tif --prompt "nucleus, mitotic cell" --out results/
   napari-sam3 segment plate/ --exemplar 120,40,160,82 --format tiff,coco,pairs --out results/
+  napari-sam3 segment plate/ --exemplar 120,40,160,82 --negative-exemplar 10,10,60,60 --out r/
   napari-sam3 segment plate/ --prompt cell --out results/ --workers 4
   napari-sam3 segment plate/ --prompt cell --refine high --out results/
   napari-sam3 count plate/ --method classical --diameter 18 --out counts/
@@ -61,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="X0,Y0,X1,Y1",
         help="exemplar box in pixels (x = column), used on every image (repeatable)",
+    )
+    common.add_argument(
+        "--negative-exemplar",
+        action="append",
+        default=[],
+        metavar="X0,Y0,X1,Y1",
+        help="negative exemplar box in pixels: an object NOT to find, used on every image "
+        "(repeatable; needs at least one --exemplar or a --prompt)",
     )
     common.add_argument(
         "--model",
@@ -159,6 +168,15 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
         exemplars = tuple(parse_box(b) for b in args.exemplar)
     except ValueError as exc:
         raise Sam3Error(f"--exemplar: {exc}") from exc
+    try:
+        negatives = tuple(parse_box(b) for b in args.negative_exemplar)
+    except ValueError as exc:
+        raise Sam3Error(f"--negative-exemplar: {exc}") from exc
+    if negatives and not prompts and not exemplars and args.method == "sam3":
+        raise Sam3Error(
+            "--negative-exemplar only says what not to find: add at least one "
+            '--exemplar X0,Y0,X1,Y1 (an object to find) or a --prompt "concept".'
+        )
     if args.command == "segment" and not prompts and not exemplars:
         raise Sam3Error('segment needs --prompt "concept" and/or --exemplar X0,Y0,X1,Y1.')
     if args.command == "count" and args.method == "sam3" and not prompts and not exemplars:
@@ -186,6 +204,7 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
         method=args.method,
         prompts=prompts,
         exemplars=exemplars,
+        negative_exemplars=negatives,
         model=args.model,
         device=args.device,
         threshold=args.threshold,

@@ -149,13 +149,15 @@ def _process_plane(
         )
         count = len(cands) if cands is not None else int(len(table))
         seconds = time.perf_counter() - t0
+        ex_boxes, ex_labels = settings.exemplar_boxes()
         prov = provenance(
             source=str(plane.source),
             slice_label=plane.slice_label or None,
             model=settings.model_label(),
             method=settings.method,
             prompts=list(settings.prompts) or None,
-            exemplars=[list(b) for b in settings.exemplars] or None,
+            exemplars=ex_boxes or None,
+            exemplar_labels=ex_labels if settings.negative_exemplars else None,
             threshold=settings.threshold if settings.method == "sam3" else None,
             mask_threshold=settings.mask_threshold if settings.method == "sam3" else None,
             diameter=settings.diameter,
@@ -218,15 +220,15 @@ def _segment(plane, settings: BatchSettings, on_progress=None):
         "min_score": settings.threshold,
         "mask_threshold": settings.mask_threshold,
     }
-    if settings.exemplars:
-        boxes = np.asarray(settings.exemplars, dtype=np.float32)
-        box_labels = [1] * len(boxes)
+    if not settings.prompts and not settings.exemplars:  # negative boxes alone find nothing
+        raise Sam3Error("Give --prompt or --exemplar (--negative-exemplar alone is not enough).")
+    if settings.exemplars or settings.negative_exemplars:
+        ex_boxes, box_labels = settings.exemplar_boxes()
+        boxes = np.asarray(ex_boxes, dtype=np.float32)
         text = list(settings.prompts) or None  # all concepts in one call: one image encode
         cands = engine.segment_exemplars(plane.data, boxes, box_labels, text=text, **kw)
-    elif settings.prompts:
-        cands = engine.segment_text(plane.data, list(settings.prompts), **kw)
     else:
-        raise Sam3Error("Give --prompt or --exemplar.")
+        cands = engine.segment_text(plane.data, list(settings.prompts), **kw)
     return None, None, filter_candidates(cands, settings.threshold, refinement=settings.refine)
 
 
@@ -249,12 +251,14 @@ def _count(plane, settings: BatchSettings, on_progress=None):
 def _count_sam3(plane, settings: BatchSettings, engine, tile, on_progress):
     from ..core.counting import iter_count
 
+    ex_boxes, ex_labels = settings.exemplar_boxes()
     gen = iter_count(
         plane.data,
         "sam3",
         diameter=settings.diameter,
         prompt=list(settings.prompts) or None,
-        exemplars=[list(b) for b in settings.exemplars] or None,
+        exemplars=ex_boxes or None,
+        exemplar_labels=ex_labels or None,
         engine=engine,
         rgb=plane.rgb,
         min_score=settings.threshold,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 
@@ -13,7 +14,8 @@ class BatchSettings:
 
     ``command`` is ``"segment"`` or ``"count"``; ``method`` is ``"sam3"`` or ``"classical"``
     (segment is always ``"sam3"``). ``prompts`` are concepts; ``exemplars`` pixel boxes
-    ``(x0, y0, x1, y1)`` used on every image. ``tile`` is None, ``"auto"`` or a tile size in pixels.
+    ``(x0, y0, x1, y1)`` used on every image (positive: "objects like this");
+    ``negative_exemplars`` boxes of the same form labelled negative ("not like this"). ``tile`` is None, ``"auto"`` or a tile size in pixels.
     ``refine`` is the mask refinement of ``segment`` (`core.refine`): ``"low"`` (raw masks),
     ``"medium"`` or ``"high"``.
     """
@@ -22,6 +24,7 @@ class BatchSettings:
     method: str = "sam3"
     prompts: tuple[str, ...] = ()
     exemplars: tuple[tuple[float, float, float, float], ...] = ()
+    negative_exemplars: tuple[tuple[float, float, float, float], ...] = ()
     model: str | None = None
     device: str = "auto"
     threshold: float = 0.5
@@ -41,7 +44,20 @@ class BatchSettings:
         if self.command != "segment":  # counting does not refine masks
             d.pop("refine")
         d["model"] = self.model_label()
+        # Negatives recorded as one labelled box list (as the engine takes them); runs without
+        # negatives keep the fields (and fingerprint) they had before negatives existed.
+        d.pop("negative_exemplars")
+        if self.negative_exemplars:
+            boxes, labels = self.exemplar_boxes()
+            d["exemplars"] = boxes
+            d["exemplar_labels"] = labels
         return d
+
+    def exemplar_boxes(self) -> tuple[list[list[float]], list[int]]:
+        """All exemplar boxes, positives then negatives, and their labels (1 / 0)."""
+        pos = [list(b) for b in self.exemplars]
+        neg = [list(b) for b in self.negative_exemplars]
+        return pos + neg, [1] * len(pos) + [0] * len(neg)
 
     def model_label(self) -> str | None:
         if self.method != "sam3":
@@ -74,7 +90,12 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 4:
         raise ValueError(f"exemplar box {text!r} needs 4 numbers X0,Y0,X1,Y1")
-    x0, y0, x1, y1 = (float(p) for p in parts)
+    try:
+        x0, y0, x1, y1 = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"exemplar box {text!r} needs 4 numbers X0,Y0,X1,Y1") from None
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise ValueError(f"exemplar box {text!r} needs finite numbers X0,Y0,X1,Y1")
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"exemplar box {text!r}: X1 must exceed X0 and Y1 exceed Y0")
     return (x0, y0, x1, y1)
