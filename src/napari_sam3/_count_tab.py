@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pandas as pd
-from qtpy.QtCore import QAbstractTableModel, Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -32,7 +30,14 @@ from qtpy.QtWidgets import (
 
 from . import _layers as L
 from . import _prompt_layers as P
+from ._count_results import (
+    prepare_count,
+    prepare_count_stack,
+    slice_indices,
+    stack_summary,
+)
 from ._tab_base import PlaneTab
+from ._table_model import DataFrameModel
 from ._worker import (
     EngineHolder,
     Job,
@@ -46,127 +51,6 @@ from .core.progress import Progress
 from .io.tables import write_table_csv
 
 METHODS = ("classical", "sam3")
-
-
-class DataFrameModel(QAbstractTableModel):
-    """A read-only Qt view of a pandas DataFrame (cells are formatted lazily, so big tables are cheap)."""
-
-    def __init__(self, df: pd.DataFrame | None = None):
-        super().__init__()
-        self.df = df if df is not None else pd.DataFrame()
-
-    def set_frame(self, df: pd.DataFrame) -> None:
-        self.beginResetModel()
-        self.df = df
-        self.endResetModel()
-
-    def rowCount(self, parent=None):  # noqa: N802 - Qt name
-        return 0 if parent is not None and parent.isValid() else len(self.df)
-
-    def columnCount(self, parent=None):  # noqa: N802
-        return 0 if parent is not None and parent.isValid() else len(self.df.columns)
-
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or role != Qt.ItemDataRole.DisplayRole:
-            return None
-        value = self.df.iat[index.row(), index.column()]
-        if isinstance(value, (float, np.floating)):
-            return "" if np.isnan(value) else f"{value:.4g}"
-        return str(value)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
-        if role != Qt.ItemDataRole.DisplayRole:
-            return None
-        if orientation == Qt.Orientation.Horizontal:
-            return str(self.df.columns[section])
-        return str(section + 1)
-
-
-def prepare_count(result, ref: L.PlaneRef, image_name: str) -> dict:
-    """Layer data for a `CountResult` on ``ref``'s plane (runs in the worker)."""
-    table = result.table.copy()
-    table.insert(0, "index", table["label"].to_numpy())
-    if ref.index:
-        table["slice"] = [",".join(map(str, ref.index))] * len(table)
-    labels = np.asarray(result.labels).reshape(ref.label_shape())
-    lead = np.zeros((len(table), len(ref.index)))
-    yx = table[["centroid_y", "centroid_x"]].to_numpy(dtype=float).reshape(-1, 2)
-    points = np.concatenate([lead, yx], axis=1)  # in the placed layer's data coordinates
-    return {"result": result, "labels": labels, "table": table, "points": points}
-
-
-def slice_indices(ref: L.PlaneRef, data) -> list[tuple[int, ...]]:
-    """Every slice of the stack ``ref`` belongs to: positions on the leading (non-displayed) axes."""
-    shape = tuple(int(s) for s in L._level0(data).shape)
-    return [tuple(int(i) for i in idx) for idx in np.ndindex(*shape[: len(ref.index)])]
-
-
-def slice_value(index: tuple[int, ...]):
-    """The ``slice`` column value: the index for one leading axis, ``"t,z"`` text for more."""
-    return index[0] if len(index) == 1 else ",".join(map(str, index))
-
-
-def prepare_count_stack(results: list, indices: list[tuple[int, ...]], ref: L.PlaneRef) -> dict:
-    """Layer data for per-slice `CountResult` s (runs in the worker).
-
-    Label ids are offset per slice so they are unique across the stack, and the table's ``label`` /
-    ``index`` hold the offset ids (``slice_label`` the slice's own id), so feature rows match ids.
-    """
-    lead_shape = tuple(int(n) + 1 for n in np.max(np.asarray(indices), axis=0))
-    total_ids = 0
-    tables, planes = [], []
-    for res, idx in zip(results, indices, strict=True):
-        plane = np.asarray(res.labels)
-        top = max(int(plane.max(initial=0)), int(res.table["label"].max()) if len(res.table) else 0)
-        table = res.table.copy()
-        table.insert(0, "slice_label", table["label"].to_numpy())
-        table["label"] = table["label"].to_numpy() + total_ids
-        table.insert(0, "index", table["label"].to_numpy())
-        table.insert(1, "slice", [slice_value(idx)] * len(table))
-        tables.append(table)
-        planes.append((plane, total_ids))
-        total_ids += top
-    dtype = np.int32 if total_ids <= np.iinfo(np.int32).max else np.int64
-    labels = np.zeros(lead_shape + tuple(ref.shape), dtype=dtype)
-    for (plane, offset), idx in zip(planes, indices, strict=True):
-        labels[idx] = np.where(plane > 0, plane.astype(dtype) + offset, 0)
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"index": []})
-    lead = np.zeros((0, len(ref.index)))
-    for res, idx in zip(results, indices, strict=True):
-        lead = np.concatenate([lead, np.tile(np.asarray(idx, float), (len(res.table), 1))])
-    yx = table[["centroid_y", "centroid_x"]].to_numpy(dtype=float).reshape(-1, 2)
-    counts: dict[str, int] = {}
-    for res in results:
-        for k, v in res.counts.items():
-            counts[k] = counts.get(k, 0) + v
-    diameters = [r.diameter for r in results if np.isfinite(r.diameter)]
-    return {
-        "results": results,
-        "indices": indices,
-        "slice_counts": [int(r.count) for r in results],
-        "count": int(sum(r.count for r in results)),
-        "counts": counts,
-        "diameter": float(np.median(diameters)) if diameters else float("nan"),
-        "warnings": [
-            f"slice {slice_value(idx)}: {w}"
-            for r, idx in zip(results, indices, strict=True)
-            for w in r.warnings
-        ],
-        "labels": labels,
-        "table": table,
-        "export": table.drop(columns="index"),
-        "points": np.concatenate([lead, yx], axis=1),
-    }
-
-
-def stack_summary(out: dict, max_listed: int = 50) -> str:
-    """The per-slice summary: 'Total 1234 objects in 10 slices; per slice: 120, 118, ...'."""
-    per = out["slice_counts"]
-    listed = ", ".join(str(c) for c in per[:max_listed]) + (
-        ", ..." if len(per) > max_listed else ""
-    )
-    n = len(per)
-    return f"Total {out['count']} objects in {n} slice{'s' if n != 1 else ''}; per slice: {listed}"
 
 
 class CountTab(PlaneTab):
@@ -362,20 +246,59 @@ class CountTab(PlaneTab):
         )
 
     def _on_stack_result(self, out: dict, ref: L.PlaneRef, image, method: str) -> None:
+        lines = [stack_summary(out)]
+        if method == "sam3" or len(out["counts"]) > 1:
+            lines += [f"  {k}: {v}" for k, v in out["counts"].items()]
+        if np.isfinite(out["diameter"]):
+            lines.append(f"Diameter used (median): {out['diameter']:.1f} px")
+        name = f"{ref.layer_name} count ({method}) all slices"
+        self._show(
+            out,
+            ref,
+            image,
+            name,
+            L.full_geometry(ref),
+            out["diameter"],
+            lines,
+            out["export"],
+            out["warnings"],
+        )
+
+    def _on_result(self, out: dict, ref: L.PlaneRef, image, method: str) -> None:
+        result = out["result"]
+        lines = [f"Total: {result.count} objects"]
+        if method == "sam3" or len(result.counts) > 1:
+            lines += [f"  {k}: {v}" for k, v in result.counts.items()]
+        if np.isfinite(result.diameter):
+            lines.append(f"Diameter used: {result.diameter:.1f} px")
+        name = f"{ref.layer_name} count ({method}){ref.slice_text()}"
+        # "index" is napari's label-to-row key; the view shows it as "label"
+        frame = out["table"].drop(columns="index")
+        self._show(
+            out,
+            ref,
+            image,
+            name,
+            L.placed_geometry(ref),
+            result.diameter,
+            lines,
+            frame,
+            result.warnings,
+        )
+
+    def _show(self, out, ref, image, name, geometry, diameter, lines, frame, warnings) -> None:
+        """Labels + centroid layers, the summary and the table of a finished count."""
         if image not in self.viewer.layers:
             notify_info(
                 f"The image '{ref.layer_name}' was removed during the count; result dropped."
             )
             return
         table = out["table"]
-        geometry = L.full_geometry(ref)
-        base = f"{ref.layer_name} count ({method}) all slices"
-        labels_layer = self.viewer.add_labels(out["labels"], name=base, features=table, **geometry)
-        diameter = out["diameter"]
+        labels_layer = self.viewer.add_labels(out["labels"], name=name, features=table, **geometry)
         size = max(3.0, 0.25 * (diameter if np.isfinite(diameter) else 10.0))
         points_layer = self.viewer.add_points(
             out["points"],
-            name=f"{base} centroids",
+            name=f"{name} centroids",
             features=table,
             size=size,
             face_color="yellow",
@@ -383,52 +306,12 @@ class CountTab(PlaneTab):
             **geometry,
         )
         self.last = {**out, "labels_layer": labels_layer, "points_layer": points_layer}
-        lines = [stack_summary(out)]
-        if method == "sam3" or len(out["counts"]) > 1:
-            lines += [f"  {k}: {v}" for k, v in out["counts"].items()]
-        if np.isfinite(diameter):
-            lines.append(f"Diameter used (median): {diameter:.1f} px")
         self.count_label.setText("\n".join(lines))
-        self.table_model.set_frame(out["export"])
+        self.table_model.set_frame(frame)
         self.export_btn.setEnabled(True)
-        for warning in out["warnings"]:
+        for warning in warnings:
             notify_warning(warning)
-        self.set_status("; ".join(out["warnings"]) if out["warnings"] else "Done.")
-
-    def _on_result(self, out: dict, ref: L.PlaneRef, image, method: str) -> None:
-        if image not in self.viewer.layers:
-            notify_info(
-                f"The image '{ref.layer_name}' was removed during the count; result dropped."
-            )
-            return
-        result, table = out["result"], out["table"]
-        geometry = L.placed_geometry(ref)
-        base = f"{ref.layer_name} count ({method}){ref.slice_text()}"
-        labels_layer = self.viewer.add_labels(out["labels"], name=base, features=table, **geometry)
-        size = max(3.0, 0.25 * (result.diameter if np.isfinite(result.diameter) else 10.0))
-        points_layer = self.viewer.add_points(
-            out["points"],
-            name=f"{base} centroids",
-            features=table,
-            size=size,
-            face_color="yellow",
-            border_color="black",
-            **geometry,
-        )
-        self.last = {**out, "labels_layer": labels_layer, "points_layer": points_layer}
-        lines = [f"Total: {result.count} objects"]
-        if method == "sam3" or len(result.counts) > 1:
-            lines += [f"  {k}: {v}" for k, v in result.counts.items()]
-        if np.isfinite(result.diameter):
-            lines.append(f"Diameter used: {result.diameter:.1f} px")
-        self.count_label.setText("\n".join(lines))
-        self.table_model.set_frame(
-            table.drop(columns="index")
-        )  # "index" is napari's label-to-row key, shown as "label"
-        self.export_btn.setEnabled(True)
-        for warning in result.warnings:
-            notify_warning(warning)
-        self.set_status("; ".join(result.warnings) if result.warnings else "Done.")
+        self.set_status("; ".join(warnings) if warnings else "Done.")
 
     def export_csv(self, path: str | None = None) -> str | None:
         """Write the last count's table as CSV (asks for a file when ``path`` is None)."""
