@@ -190,9 +190,11 @@ def get_engine(settings: BatchSettings):
     from ..core.engine import Sam3Engine
 
     try:
-        return Sam3Engine.load(settings.model, device=settings.device)
+        engine = Sam3Engine.load(settings.model, device=settings.device)
     except Sam3Error as exc:
         raise ModelLoadError(str(exc)) from exc
+    engine.precompute_tracker = False  # batch runs never click: skip the tracker neck per image
+    return engine
 
 
 def tile_option(tile) -> int | str | None:
