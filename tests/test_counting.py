@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 from napari_sam3.core.candidates import Candidates
-from napari_sam3.core.classical import block_mean, estimate_diameter, upsample_labels
 from napari_sam3.core.counting import CountResult, count_objects, count_stack, iter_count
+from napari_sam3.core.diameter import estimate_diameter
 from napari_sam3.core.errors import Cancelled, Sam3Error
 from napari_sam3.core.measure import count_distinct, match_labels, measure_labels
 from napari_sam3.core.progress import Progress, run_to_end
+from napari_sam3.core.resolution import block_mean, upsample_labels
 from napari_sam3.core.synthetic import synthetic_nuclei
 from napari_sam3.core.tiling import tile_grid
 from napari_sam3.io.tables import write_table_csv
@@ -474,7 +475,7 @@ def test_pure_noise_is_flagged_unreliable(counted):
 def test_steepest_ascent_basins_match_watershed():
     from skimage.segmentation import watershed
 
-    from napari_sam3.core.classical import _ascend
+    from napari_sam3.core.watershed import ascend_basins
 
     yy, xx = np.mgrid[:40, :60].astype(np.float32)
     surf = np.exp(-((yy - 20) ** 2 + (xx - 18) ** 2) / 60) + 0.8 * np.exp(
@@ -486,22 +487,22 @@ def test_steepest_ascent_basins_match_watershed():
     markers = np.zeros(surf.shape, np.int32)
     markers[20, 18], markers[20, 42] = 1, 2
     got = np.zeros(surf.shape, np.int32)
-    got[region] = _ascend(surf, markers, region)
+    got[region] = ascend_basins(surf, markers, region)
     ref = watershed(-surf, markers, mask=region)
     assert set(np.unique(got[region])) == {1, 2}  # the unmarked basin is absorbed
     assert (got[region] == ref[region]).mean() > 0.95
 
 
 def test_shallow_basins_merge_deep_ones_stay():
-    from napari_sam3.core.classical import _merge_shallow
+    from napari_sam3.core.watershed import merge_shallow_basins
 
     surf = np.array([[1.0, 0.999, 1.0, 0.5, 1.0]], np.float32)
     lab = np.array([[1, 1, 2, 2, 3]], np.int32)
     peak = np.array([0, 1.0, 1.0, 1.0], np.float32)
     pos = np.array([[0, 0], [0, 0], [0, 2], [0, 4]], float)  # seed row/col per label
-    out = _merge_shallow(lab, surf, peak, pos, 0.01, 3.0)
+    out = merge_shallow_basins(lab, surf, peak, pos, 0.01, 3.0)
     assert out[0, 0] == out[0, 2] and out[0, 4] != out[0, 2]
-    out = _merge_shallow(lab, surf, peak, pos, 0.01, 1.5)  # seeds too far apart: kept
+    out = merge_shallow_basins(lab, surf, peak, pos, 0.01, 1.5)  # seeds too far apart: kept
     assert len(np.unique(out)) == 3
 
 

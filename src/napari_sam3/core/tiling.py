@@ -13,7 +13,7 @@ object, so every object lies whole in at least one tile; `stitch` then keeps one
   than the overlap survive too;
 * where different objects overlap, the pixel keeps the object painted first (whole, higher score).
 
-Coordinates are (row, col) here; boxes handed to the engine are converted to x/y in counting.py.
+Coordinates are (row, col) here; boxes handed to the engine are converted to x/y in sam3_counting.py.
 """
 
 from __future__ import annotations
