@@ -511,3 +511,14 @@ def test_small_nuclei_count():
     res = count_objects(img)
     m = match_labels(gt, res.labels)
     assert m["f1"] > 0.85 and abs(m["count_error"]) < 0.05
+
+
+def test_size_limits_are_image_pixels_on_the_upsampled_path():
+    """Small nuclei are segmented on an upsampled grid; max_size still means image pixels."""
+    img, gt = synthetic_nuclei((256, 256), seed=5, diameter=8, coverage=0.45)
+    free = count_objects(img)
+    areas = np.bincount(free.labels.ravel())[1:]
+    largest = int(areas.max())
+    # a limit just above the largest object keeps every object, one below it drops some
+    assert count_objects(img, max_size=largest + 1).count == free.count
+    assert count_objects(img, max_size=int(np.median(areas))).count < free.count

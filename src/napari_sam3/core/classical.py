@@ -160,6 +160,7 @@ def iter_segment_classical(
         )
 
     area_px = np.pi * (d_small / 2) ** 2
+    # sizes are given in image pixels; the working grid is f times smaller or up times larger
     min_small = (0.15 * area_px) if min_size is None else float(min_size) / f**2 * up**2
     lab, n = ndi.label(mask)
     mode = split if isinstance(split, str) else "shape+intensity"
@@ -168,7 +169,8 @@ def iter_segment_classical(
     if n and split and d_small >= 3:
         yield Progress("Classical count: splitting touching objects", 3, total)
         lab = split_touching(mask, lab, d_small, corr, mode, blob=up > 1)
-    lab = _size_filter(lab, min_small, None if max_size is None else float(max_size) / f**2)
+    max_small = None if max_size is None else float(max_size) / f**2 * up**2
+    lab = _size_filter(lab, min_small, max_small)
     if exclude_border:
         from skimage.segmentation import clear_border
 
