@@ -157,3 +157,41 @@ def test_engine_uses_the_fast_path_when_asked(tiny_checkpoint, engine, monkeypat
     assert len(got) == len(ref)
     np.testing.assert_allclose(np.sort(got.scores), np.sort(ref.scores), atol=0.02)
     assert fast.stats["vision_encodes"] == 1
+    # the exemplar path (boxes) also runs under the bf16 heads
+    box = np.array([[40.0, 30.0, 90.0, 80.0]])
+    ref_ex = engine.segment_exemplars(plane, box, [1], min_score=0.0)
+    got_ex = fast.segment_exemplars(plane, box, [1], min_score=0.0)
+    assert got_ex.masks.dtype == bool and got_ex.scores.dtype == ref_ex.scores.dtype
+    np.testing.assert_allclose(np.sort(got_ex.scores), np.sort(ref_ex.scores), atol=0.02)
+
+
+def test_heads_autocast_only_in_head_modes(pixels):
+    for mode, expected in [("bf16", True), ("bf16-compile", True), ("bf16-vision", False)]:
+        with acc.heads_autocast("cpu", mode) as resolved:
+            assert resolved == mode
+            assert torch.is_autocast_enabled("cpu") is expected
+    with acc.heads_autocast("cpu", "off"):
+        assert not torch.is_autocast_enabled("cpu")
+    with acc.heads_autocast("cuda", "bf16") as resolved:  # GPUs choose their dtype at load time
+        assert resolved == "off" and not torch.is_autocast_enabled("cpu")
+
+
+def test_bf16_heads_agree_with_float32_heads(detector, pixels):
+    """Same float32 features, heads under heads_autocast vs plain: close scores and masks."""
+    ids = torch.tensor([[512] + [1] * 5 + [513] * 26])
+    mask = torch.zeros_like(ids)
+    mask[0, :7] = 1
+    with torch.inference_mode():
+        vision = acc.encode_vision(detector, pixels, "off")
+        ref = detector(vision_embeds=vision, input_ids=ids, attention_mask=mask)
+        with acc.heads_autocast("cpu", "bf16"):
+            got = detector(vision_embeds=vision, input_ids=ids, attention_mask=mask)
+        with acc.heads_autocast("cpu", "bf16-vision"):
+            same = detector(vision_embeds=vision, input_ids=ids, attention_mask=mask)
+    assert got.pred_masks.dtype == torch.bfloat16  # really ran in bf16
+    assert torch.equal(same.pred_masks, ref.pred_masks)  # bf16-vision leaves the heads alone
+    score = lambda o: o.pred_logits.float().sigmoid() * o.presence_logits.float().sigmoid()  # noqa: E731
+    assert (score(got) - score(ref)).abs().max() < 0.02
+    assert _rel(got.pred_masks, ref.pred_masks) < 0.05
+    agree = ((got.pred_masks.float() > 0) == (ref.pred_masks > 0)).float().mean()
+    assert agree > 0.98

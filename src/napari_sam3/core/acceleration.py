@@ -1,16 +1,19 @@
-"""Faster CPU image encoding: bfloat16 autocast (and optionally compiled layers) for the backbone.
+"""Faster CPU inference: bfloat16 autocast (and optionally compiled layers) for backbone and heads.
 
-The SAM3 vision encoder (a 32-layer ViT-L at 1008 px plus an FPN neck) is ~95 % of the CPU time of
-a first prompt. Measured on the full-size architecture (``benchmarks/README.md``):
+The SAM3 vision encoder (a 32-layer ViT-L at 1008 px plus an FPN neck) is ~90 % of the CPU time of
+a first prompt; the detector heads (text encoder, DETR encoder/decoder, mask head) are what every
+further concept costs. Measured on the full-size architecture (``benchmarks/README.md``):
 
-* ``"bf16"``: ``torch.autocast("cpu", dtype=torch.bfloat16)`` around ``get_vision_features`` only;
-  the features are cast back to the model dtype, so the detector, text encoder and tracker heads
-  still run in float32. ~0.5-0.6x the float32 time, < 1 % relative feature error, 99.9 % mask
-  sign agreement with float32 (pred_masks logits of the same heads). Needs a CPU
-  with native bfloat16 dot products (``avx512_bf16`` or ``amx_bf16``); without them bfloat16
-  has no hardware support and no gain is expected (not measured here), so ``"auto"`` stays in
-  float32 there.
-* ``"bf16-compile"``: the same numerics, with every ViT layer run through ``torch.compile``
+* ``"bf16"``: ``torch.autocast("cpu", dtype=torch.bfloat16)`` around ``get_vision_features`` and
+  around the detector heads (`heads_autocast`); the vision features are cast back to the model
+  dtype before they are cached and the heads' outputs are read as float32, so scores, masks and
+  the tracker (clicks, float32 throughout) see float32 tensors. Vision encoder ~0.6x the float32
+  time with < 1 % relative feature error; heads ~0.75x with 0.5 % mask-logit error and top-10
+  mask IoU 0.9999 against float32 heads on the same features. Needs a CPU with native bfloat16
+  dot products (``avx512_bf16`` or ``amx_bf16``); without them bfloat16 has no hardware support
+  and no gain is expected, so ``"auto"`` stays in float32 there.
+* ``"bf16-vision"``: the vision encoder only (heads in float32), for comparisons.
+* ``"bf16-compile"``: ``"bf16"`` with every ViT layer run through ``torch.compile``
   (inductor). All layers share two compiled graphs (windowed / global attention; weights are
   graph inputs), so compiling costs a fixed 30-80 s (2 cores) once per process, not once per
   layer. On the Zen 4 CPU measured it was no faster than ``"bf16"`` (0.61x vs 0.62x): opt-in,
@@ -22,7 +25,7 @@ bounds the gain. int8 dynamic quantisation of the Linear layers was measured too
 error for little extra speed over bfloat16) and is not offered.
 
 Pure functions, no Qt, no napari; torch is imported lazily. Select a mode per call, or for the
-process with ``NAPARI_SAM3_CPU_FAST=off|bf16|bf16-compile|auto``.
+process with ``NAPARI_SAM3_CPU_FAST=off|bf16|bf16-vision|bf16-compile|auto``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from collections.abc import Iterator
 from typing import Any
 
 ENV_MODE = "NAPARI_SAM3_CPU_FAST"
-MODES = ("auto", "off", "bf16", "bf16-compile")
+MODES = ("auto", "off", "bf16", "bf16-vision", "bf16-compile")
+# modes that also run the detector heads under bfloat16 autocast
+HEADS_BF16_MODES = ("bf16", "bf16-compile")
 _COMPILED_FLAG = "_napari_sam3_compiled"
 _compile_lock = threading.Lock()
 
@@ -53,7 +58,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_mode(device: Any = "cpu", mode: str | None = "auto") -> str:
-    """The concrete mode (``"off"``, ``"bf16"`` or ``"bf16-compile"``) for ``device``.
+    """The concrete mode (``"off"``, ``"bf16"``, ``"bf16-vision"`` or ``"bf16-compile"``).
 
     ``mode=None`` or ``"auto"`` reads ``$NAPARI_SAM3_CPU_FAST`` first; ``"auto"`` means ``"bf16"`` on
     a CPU with native bfloat16 and ``"off"`` otherwise. Non-CPU devices always get ``"off"``: the
@@ -84,6 +89,23 @@ def vision_autocast(device: Any = "cpu", mode: str | None = "auto") -> Iterator[
 
     resolved = resolve_mode(device, mode)
     if resolved == "off":
+        yield resolved
+        return
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        yield resolved
+
+
+@contextlib.contextmanager
+def heads_autocast(device: Any = "cpu", mode: str | None = "auto") -> Iterator[str]:
+    """Context for the detector heads (text encoder, DETR encoder/decoder, mask head).
+
+    bfloat16 autocast in the ``"bf16"`` and ``"bf16-compile"`` modes, nothing otherwise; yields
+    the resolved mode. Outputs made inside may be bfloat16: read them with ``.float()``.
+    """
+    import torch
+
+    resolved = resolve_mode(device, mode)
+    if resolved not in HEADS_BF16_MODES:
         yield resolved
         return
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -203,12 +225,14 @@ def _layer_forward(compiled, weights):
 
 __all__ = [
     "ENV_MODE",
+    "HEADS_BF16_MODES",
     "MODES",
     "apply_cpu_fast_path",
     "cast_features",
     "compile_vision_layers",
     "cpu_has_native_bf16",
     "encode_vision",
+    "heads_autocast",
     "resolve_mode",
     "vision_autocast",
 ]

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from .acceleration import apply_cpu_fast_path, encode_vision
+from .acceleration import apply_cpu_fast_path, encode_vision, heads_autocast
 from .cache import FeatureCache, make_key
 from .candidates import Candidates, boxes_from_masks
 from .errors import Sam3Error
@@ -117,8 +117,9 @@ class Sam3Engine:
         self.source: str = loaded.source
         self.device = loaded.device
         self.dtype = loaded.dtype
-        # CPU: bfloat16 autocast for the vision encoder only, where the CPU has native bf16
-        # ($NAPARI_SAM3_CPU_FAST=off|bf16|bf16-compile|auto; measured in benchmarks/README.md).
+        # CPU: bfloat16 autocast for the vision encoder and the detector heads (tracker stays
+        # float32), where the CPU has native bf16
+        # ($NAPARI_SAM3_CPU_FAST=off|bf16|bf16-vision|bf16-compile|auto; benchmarks/README.md).
         self.cpu_fast_path: str = apply_cpu_fast_path(self.model, None, self.device)
         # The mode is part of the cache key, so features of different numerics never mix.
         self.model_key: str = loaded.key + (
@@ -396,7 +397,9 @@ class Sam3Engine:
         h, w = encoded.shape
         start = time.perf_counter()
         step = "finding objects"
-        with self._lock, torch.inference_mode(), _model_errors(step, self.device):
+        # bfloat16 heads on CPUs with native bf16 (~0.75x; every further concept pays them)
+        heads = heads_autocast(self.device, self.cpu_fast_path)
+        with self._lock, torch.inference_mode(), heads, _model_errors(step, self.device):
             text_embeds, attention_mask = self._text_features(concepts)
             kwargs = {}
             if boxes is not None:
