@@ -8,6 +8,7 @@ import pytest
 
 from napari_sam3.core.cache import FeatureCache, make_key
 from napari_sam3.core.candidates import Candidates, boxes_from_masks
+from napari_sam3.core.encoded import expand_vision
 from napari_sam3.core.engine import EncodedImage, Sam3Engine
 from napari_sam3.core.errors import Cancelled, Sam3Error
 from napari_sam3.core.images import Preprocessing
@@ -79,7 +80,7 @@ def test_two_concepts_one_encode_one_detector_call(engine, backbone_passes):
 
 def test_expanded_features_are_views(engine):
     enc = engine.encode(fresh_plane())
-    view = engine._expand_vision(enc.vision, 3)
+    view = expand_vision(enc.vision, 3)
     for a, b in zip(view.fpn_hidden_states, enc.vision.fpn_hidden_states, strict=True):
         assert a.shape[0] == 3 and a.data_ptr() == b.data_ptr() and a.stride(0) == 0
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Sam3Error
+from .model_errors import out_of_memory_error
 
 DEFAULT_SOURCE = "facebook/sam3"
 ENV_MODEL = "NAPARI_SAM3_MODEL"
@@ -313,7 +314,7 @@ def _load(source: str, device, dtype) -> LoadedModel:
             f"SAM3 needs a package that is missing or broken: {exc}. Install torchvision "
             "matching your torch (pip install torchvision) and try again."
         ) from exc
-    except _oom(torch) as exc:
+    except out_of_memory_error(torch) as exc:
         raise Sam3Error(
             f"Not enough memory to load SAM3 on {device}. Close other programs or use device='cpu'."
         ) from exc
@@ -345,7 +346,7 @@ def _load(source: str, device, dtype) -> LoadedModel:
         )
     try:
         model = model.to(device=device).eval()
-    except _oom(torch) as exc:
+    except out_of_memory_error(torch) as exc:
         raise Sam3Error(
             f"Not enough {device.type.upper()} memory for SAM3 ({type(exc).__name__}). Close other "
             "programs using the GPU, or use device='cpu'."
@@ -375,11 +376,6 @@ def unload_all() -> None:
     mps = getattr(torch, "mps", None)
     if mps is not None and hasattr(mps, "empty_cache") and torch.backends.mps.is_available():
         mps.empty_cache()
-
-
-def _oom(torch):
-    """torch.OutOfMemoryError (torch >= 2.5) or its older CUDA-only name."""
-    return getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 __all__ = [
