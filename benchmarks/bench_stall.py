@@ -14,7 +14,24 @@ Run (needs a display; GUI-less machines: xvfb)::
     HF_HUB_OFFLINE=1 xvfb-run -a python benchmarks/bench_stall.py            # tiny model (seconds)
     HF_HUB_OFFLINE=1 xvfb-run -a python benchmarks/bench_stall.py --full     # full-size SAM3,
         # random weights, fp32 (speed does not depend on weight values); ~5 GiB RAM, minutes on CPU
-    add --ab 3 for interleaved worker / main-thread timings, --diagnose for the stalled stacks.
+    add --ab 3 for interleaved worker / main-thread timings, --diagnose for the stalled stacks,
+    --layer-ab N for N interleaved result-layer adds (add_labels on the main thread vs built in a
+    thread + append), --gc-freeze for the what-if without full garbage-collection pauses.
+
+Each step reports max_gap_model_work_ms (before the result reaches the main thread) and
+max_gap_result_to_screen_ms (layer add + first draw), p99_gap_ms, and full (generation-2) garbage
+collections inside the step (they stop every thread, so they count wherever they ran).
+
+Tiny model, 1024 px, 2026-11-28, load average 3-4.5 on 2 cores, three interleaved runs each of the
+code before (HEAD) / after building result layers in the worker, one napari layer add per event-loop
+turn and skipping unchanged placement sets (max gap per run, ms):
+- model work: 22-75 / 18-65; text result to screen: 148-268 / 114-244; click (preview update):
+  71-142 / 41-61; count (Labels + Points): 240-282 / 200-296; slider: 28-58 / 27-45.
+- napari's append of a Labels layer is ~100 ms on an idle machine (vispy visual + shaders 33-52,
+  layer overlays 43-58, Qt layer controls 16-25, selection switch 12-16) plus a first draw of
+  50-135 ms (software OpenGL): not reducible from the plugin. A full garbage collection (~715k
+  tracked objects once the model is loaded) takes 200-550 ms and once made a 791 ms gap; gc.freeze()
+  would avoid it but leaks every layer removed later, so the plugin does not use it.
 
 Measured 2026-11-28, napari 0.9.2, PyQt6, 2 CPU cores shared with other jobs (load average 5-9, so
 seconds are inflated), full-size model, 1024 px image:
@@ -126,17 +143,29 @@ class TickRecorder:
         self.timer.start()
         self.timer_active = True
 
-    def stop(self) -> dict:
+    def stop(self, result_at: float | None = None, gc_pauses=()) -> dict:
+        """Gap statistics; with ``result_at`` (when the main thread got the run's result) the gaps
+        are split into "model work" (before) and "result to screen" (layer add, first draw)."""
         self.timer_active = False
         self.timer.stop()
         self.ticks.append(time.perf_counter())
-        gaps = np.diff(np.asarray(self.ticks)) * 1000.0
-        return {
+        ticks = np.asarray(self.ticks)
+        gaps = np.diff(ticks) * 1000.0
+        row = {
             "max_stall_ms": round(float(gaps.max()), 1),
             "p99_gap_ms": round(float(np.percentile(gaps, 99)), 1),
             "gaps_over_50ms": int((gaps > 50).sum()),
             "ticks": len(gaps),
         }
+        if result_at is not None:
+            before = ticks[1:] <= result_at  # gap ended before the result arrived
+            row["max_gap_model_work_ms"] = round(float(gaps[before].max(initial=0.0)), 1)
+            row["max_gap_result_to_screen_ms"] = round(float(gaps[~before].max(initial=0.0)), 1)
+        # Full (generation 2) collections stop every thread (GIL): a pause counts wherever it ran.
+        inside = [d for t, d, gen in gc_pauses if ticks[0] <= t <= ticks[-1] and gen == 2]
+        row["gc_full_collections"] = len(inside)
+        row["gc_full_max_ms"] = round(max(inside, default=0.0), 1)
+        return row
 
 
 def _pump_until(predicate, timeout=3600.0):
@@ -154,6 +183,43 @@ def _pump_until(predicate, timeout=3600.0):
     check.stop()
 
 
+class GcPauses:
+    """Every garbage collection's (start, duration ms, generation), from ``gc.callbacks``."""
+
+    def __init__(self):
+        import gc
+
+        self.pauses: list[tuple[float, float, int]] = []
+        self._t = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase, info):
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.pauses.append((self._t, (time.perf_counter() - self._t) * 1e3, info["generation"]))
+
+
+class ResultMarks:
+    """When the main thread starts handling each finished job's result (the layer work)."""
+
+    def __init__(self, *runners):
+        self.times: list[float] = []
+        for runner in runners:
+            orig = runner._on_returned
+            runner._on_returned = lambda job, r, orig=orig: (
+                self.times.append(time.perf_counter()),
+                orig(job, r),
+            )[-1]
+
+    def first_after(self, t0: float) -> float | None:
+        return next((t for t in self.times if t >= t0), None)
+
+
+GC = GcPauses()
+MARKS: ResultMarks | None = None
+
+
 def measure(label, action, widget, rec, results, sampler=None):
     rec.start()
     t0 = time.perf_counter()
@@ -161,12 +227,48 @@ def measure(label, action, widget, rec, results, sampler=None):
     _pump_until(lambda: widget.idle)
     _pump_until(lambda: False, timeout=0.2)  # let the result layer draw
     wall = time.perf_counter() - t0 - 0.2
-    row = {"step": label, "wall_s": round(wall, 2), **rec.stop()}
+    result_at = MARKS.first_after(t0) if MARKS is not None else None
+    if label.startswith(("napari alone", "layer add")):
+        result_at = t0  # all of it is the layer add
+    row = {"step": label, "wall_s": round(wall, 2), **rec.stop(result_at, GC.pauses)}
     if sampler is not None:
         row["main_thread_while_stalled"] = sampler.report()
     results.append(row)
     print(json.dumps(row), flush=True)
     return row
+
+
+def layer_add_ab(viewer, tab, widget, rec, results, rounds: int) -> None:
+    """Interleaved: the last text result added as before (``viewer.add_labels`` on the main thread)
+    vs built in a thread and only appended on the main thread (what the widget does now)."""
+    import threading
+
+    from napari.layers import Labels
+
+    from napari_sam3 import _layers as L
+
+    res = tab.last_text
+    if res is None or rounds <= 0:
+        return
+    prepared = L.prepare_result(res.raw, res.ref, "ab", *tab.filter_settings())
+    data, kwargs = prepared["data"], prepared["kwargs"]
+    for r in range(rounds):
+        for how in ("add_labels on main thread (before)", "built in thread + append (now)"):
+            kw = {**kwargs, "name": f"ab {r} {how[:5]}"}
+            if how.startswith("add_labels"):
+                step = lambda kw=kw: viewer.add_labels(data, **kw)  # noqa: E731
+            else:
+                built = []
+                worker = threading.Thread(
+                    target=lambda b=built, kw=kw: b.append(Labels(data, **kw))
+                )
+                worker.start()
+                worker.join()  # the widget builds it inside the run's worker
+                step = lambda b=built: viewer.layers.append(b[0])  # noqa: E731
+            row = measure(f"layer add A/B: {how}", step, widget, rec, results, None)
+            row["round"] = r
+    for ly in [ly for ly in viewer.layers if ly.name.startswith("ab ")]:
+        viewer.layers.remove(ly)
 
 
 def main(argv=None) -> int:
@@ -189,6 +291,15 @@ def main(argv=None) -> int:
     )
     ap.add_argument(
         "--diagnose", action="store_true", help="sample the main thread's stack in stalls"
+    )
+    ap.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="what-if: gc.freeze() after start-up, so full collections skip the ~400k start-up "
+        "objects (not done by the plugin: layers removed later would never be freed)",
+    )
+    ap.add_argument(
+        "--layer-ab", type=int, default=3, metavar="ROUNDS", help="layer-add A/B rounds"
     )
     args = ap.parse_args(argv)
 
@@ -214,6 +325,13 @@ def main(argv=None) -> int:
     viewer.window.add_dock_widget(widget, name="SAM3")
     tab = widget.segment_tab
     tab.threshold_slider.setValue(10)
+    global MARKS
+    MARKS = ResultMarks(widget.runner, tab.post_runner)
+    if args.gc_freeze:  # what-if only: the plugin does NOT do this (frozen layers would leak)
+        import gc
+
+        gc.collect()
+        gc.freeze()
     rec = TickRecorder()
     sampler = StallSampler(rec) if args.diagnose else None
     results: list[dict] = []
@@ -251,6 +369,12 @@ def main(argv=None) -> int:
         sampler,
     )
 
+    count = widget.count_tab
+    count.method_combo.setCurrentText("classical")
+    measure(
+        "count (classical): Labels + Points layers", count.run_count, widget, rec, results, sampler
+    )
+    layer_add_ab(viewer, tab, widget, rec, results, args.layer_ab)
     # The same work synchronously on the main thread (no event loop, no worker).
     plane = np.asarray(image)
     direct_prompt = []
@@ -306,7 +430,13 @@ def main(argv=None) -> int:
         "load_average": os.getloadavg(),
         "ab_prompt_seconds": ab,
         "torch_threads_in_worker": seen[0] if seen else None,
+        "gc_tracked_objects": len(__import__("gc").get_objects()),
         "max_stall_ms_overall": max(r["max_stall_ms"] for r in results),
+        "max_gap_model_work_ms": max(r.get("max_gap_model_work_ms", 0) for r in results),
+        "max_gap_result_to_screen_ms": max(
+            r.get("max_gap_result_to_screen_ms", 0) for r in results
+        ),
+        "gc_full_max_ms": max(r["gc_full_max_ms"] for r in results),
         "steps": results,
     }
     print(json.dumps(summary, indent=1))

@@ -12,6 +12,13 @@ import pandas as pd
 from . import _layers as L
 
 
+def count_name(ref: L.PlaneRef, method: str, all_slices: bool = False) -> str:
+    """The Labels layer name of a count (its centroids layer adds " centroids")."""
+    if all_slices:
+        return f"{ref.layer_name} count ({method}) all slices"
+    return f"{ref.layer_name} count ({method}){ref.slice_text()}"
+
+
 def prepare_count(result, ref: L.PlaneRef, image_name: str) -> dict:
     """Layer data for a `CountResult` on ``ref``'s plane (runs in the worker)."""
     table = result.table.copy()

@@ -28,9 +28,11 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from . import _layer_builder as B
 from . import _layers as L
 from . import _prompt_layers as P
 from ._count_results import (
+    count_name,
     prepare_count,
     prepare_count_stack,
     slice_indices,
@@ -63,6 +65,7 @@ class CountTab(PlaneTab):
     ):
         super().__init__(viewer, holder, runner, model_settings, parent)
         self.last = None  # dict from prepare_count + layers
+        self.adder = B.LayerAdder(viewer)  # objects now, centroids on the next event-loop turn
         self._build()
         self.watch_viewer()
 
@@ -145,7 +148,11 @@ class CountTab(PlaneTab):
 
     @property
     def idle(self) -> bool:
-        return True  # counts run on the shared runner, which the widget checks
+        return self.adder.idle  # counts run on the shared runner, which the widget checks
+
+    def disconnect_viewer(self) -> None:
+        super().disconnect_viewer()
+        self.adder.close()
 
     # ------------------------------------------------------------------ run
     def run_count(self) -> Job | None:
@@ -204,7 +211,10 @@ class CountTab(PlaneTab):
                 rgb=ref.rgb,
             )
             yield Progress(f"Counted {result.count} objects; building layers...")
-            return prepare_count(result, ref, name)
+            out = prepare_count(result, ref, name)
+            geometry = L.placed_geometry(ref)
+            out["layers"] = B.count_layers(out, count_name(ref, method), geometry, result.diameter)
+            return out
 
         return self.submit(
             make,
@@ -235,7 +245,10 @@ class CountTab(PlaneTab):
                 result = yield from iter_count(plane, method, engine=engine, **options)
                 results.append(result)
             yield Progress(f"Counted {n} slices; building layers...", n, n)
-            return prepare_count_stack(results, indices, ref)
+            out = prepare_count_stack(results, indices, ref)
+            name = count_name(ref, method, all_slices=True)
+            out["layers"] = B.count_layers(out, name, L.full_geometry(ref), out["diameter"])
+            return out
 
         return self.submit(
             make,
@@ -251,7 +264,7 @@ class CountTab(PlaneTab):
             lines += [f"  {k}: {v}" for k, v in out["counts"].items()]
         if np.isfinite(out["diameter"]):
             lines.append(f"Diameter used (median): {out['diameter']:.1f} px")
-        name = f"{ref.layer_name} count ({method}) all slices"
+        name = count_name(ref, method, all_slices=True)
         self._show(
             out,
             ref,
@@ -271,7 +284,7 @@ class CountTab(PlaneTab):
             lines += [f"  {k}: {v}" for k, v in result.counts.items()]
         if np.isfinite(result.diameter):
             lines.append(f"Diameter used: {result.diameter:.1f} px")
-        name = f"{ref.layer_name} count ({method}){ref.slice_text()}"
+        name = count_name(ref, method)
         # "index" is napari's label-to-row key; the view shows it as "label"
         frame = out["table"].drop(columns="index")
         self._show(
@@ -293,18 +306,9 @@ class CountTab(PlaneTab):
                 f"The image '{ref.layer_name}' was removed during the count; result dropped."
             )
             return
-        table = out["table"]
-        labels_layer = self.viewer.add_labels(out["labels"], name=name, features=table, **geometry)
-        size = max(3.0, 0.25 * (diameter if np.isfinite(diameter) else 10.0))
-        points_layer = self.viewer.add_points(
-            out["points"],
-            name=f"{name} centroids",
-            features=table,
-            size=size,
-            face_color="yellow",
-            border_color="black",
-            **geometry,
-        )
+        layers = out.pop("layers", None) or B.count_layers(out, name, geometry, diameter)
+        labels_layer, points_layer = layers  # built in the worker; added one per event-loop turn
+        self.adder.add(labels_layer, points_layer, when=lambda: image in self.viewer.layers)
         self.last = {**out, "labels_layer": labels_layer, "points_layer": points_layer}
         self.count_label.setText("\n".join(lines))
         self.table_model.set_frame(frame)

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from . import _layer_builder as B
 from . import _layers as L
 from . import _prompt_layers as P
 from ._image_choice import fill_combo, layers_of
@@ -79,6 +80,7 @@ class SegmentTab(PlaneTab):
         super().__init__(viewer, holder, runner, model_settings, parent)
         # Re-filtering never touches the model, so it has its own runner and never waits for one.
         self.post_runner = JobRunner(show_progress=False)
+        self.adder = B.LayerAdder(viewer)  # result layers: one napari layer add per event-loop turn
         self._refilter_timer = QTimer(self)
         self._refilter_timer.setSingleShot(True)
         self._refilter_timer.setInterval(60)
@@ -193,6 +195,7 @@ class SegmentTab(PlaneTab):
         self._click_timer.stop()
         self._refilter_timer.stop()
         self.post_runner.close()
+        self.adder.close()
 
     @property
     def idle(self) -> bool:
@@ -200,6 +203,7 @@ class SegmentTab(PlaneTab):
         return (
             self.runner.idle
             and self.post_runner.idle
+            and self.adder.idle
             and not self._click_timer.isActive()
             and not self._refilter_timer.isActive()
         )
@@ -243,8 +247,7 @@ class SegmentTab(PlaneTab):
         layer = self.preview_layer
         if layer is not None and layer in self.viewer.layers:
             layer.data = data
-            for key, value in L.placed_geometry(ref).items():
-                setattr(layer, key, value)
+            B.set_changed_geometry(layer, L.placed_geometry(ref))
             if features is not None:
                 layer.features = features
             return layer
@@ -327,7 +330,8 @@ class SegmentTab(PlaneTab):
             else:
                 raw = yield from engine.iter_text(plane, concepts, preprocessing=pre, rgb=ref.rgb)
             yield Progress(f"Building the label image ({len(raw)} candidates)...")
-            return raw, L.prepare_result(raw, ref, prompt_text, *settings)
+            prepared = L.prepare_result(raw, ref, prompt_text, *settings)
+            return raw, B.build_result_layers(prepared, ref)
 
         return self.submit(
             make,
@@ -382,10 +386,13 @@ class SegmentTab(PlaneTab):
         if res is None:
             return None
         settings = self.filter_settings()
+        # Layers the result will need (built in the worker): ones the user removed, or not made yet.
+        build = (not self.adder.alive(res.layer), not self.adder.alive(res.hidden_layer))
 
         def make():
             yield Progress("Re-filtering the last result...")
-            return L.prepare_result(res.raw, res.ref, res.prompt_text, *settings)
+            prepared = L.prepare_result(res.raw, res.ref, res.prompt_text, *settings)
+            return B.build_result_layers(prepared, res.ref, *build)
 
         job = Job(
             make=make,
@@ -401,12 +408,14 @@ class SegmentTab(PlaneTab):
         if res is not self.last_text or res.image not in self.viewer.layers:
             return
         cands, data, kwargs = prepared["cands"], prepared["data"], prepared["kwargs"]
-        if res.layer is not None and res.layer in self.viewer.layers:
+        if self.adder.alive(res.layer):
             res.layer.data = data
             res.layer.features = kwargs["features"]
         else:
-            res.layer = self.viewer.add_labels(data, **kwargs)
-        self._update_hidden_layer(res, prepared["hidden"])
+            layer = prepared.get("layer")
+            res.layer = B.labels_layer(data, kwargs) if layer is None else layer
+            self.adder.add(res.layer)
+        res.hidden_layer = self.adder.put_hidden(res, prepared)
         feats = kwargs["features"]
         n_hidden = int((feats["visible_area"] == 0).sum()) if len(feats) else 0
         extra = f", {n_hidden} hidden by overlaps" if n_hidden else ""
@@ -414,23 +423,6 @@ class SegmentTab(PlaneTab):
             f"{len(cands)} objects ({len(res.raw)} candidates before filtering){extra} "
             f"in '{res.layer.name}'."
         )
-
-    def _update_hidden_layer(self, res: TextResult, hidden) -> None:
-        want = hidden is not None
-        alive = res.hidden_layer is not None and res.hidden_layer in self.viewer.layers
-        if not want:
-            if alive:
-                self.viewer.layers.remove(res.hidden_layer)
-            res.hidden_layer = None
-            return
-        if alive:
-            res.hidden_layer.data = hidden
-            res.hidden_layer.features = res.layer.features
-        else:
-            kwargs = {**L.placed_geometry(res.ref), "features": res.layer.features}
-            res.hidden_layer = self.viewer.add_labels(
-                hidden, name=f"{res.layer.name} (hidden)", **kwargs
-            )
 
     def _on_filter_changed(self, *args) -> None:
         self.threshold_label.setText(f"{self.threshold_slider.value() / 100:.2f}")
