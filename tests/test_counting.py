@@ -522,3 +522,20 @@ def test_size_limits_are_image_pixels_on_the_upsampled_path():
     # a limit just above the largest object keeps every object, one below it drops some
     assert count_objects(img, max_size=largest + 1).count == free.count
     assert count_objects(img, max_size=int(np.median(areas))).count < free.count
+
+
+def test_sam3_count_tiles_skip_the_tracker_neck(engine, nuclei):
+    """Tiles are never clicked: their cached features carry no tracker embeddings; images encoded
+    outside the count still get them (the first click stays cheap)."""
+    img = nuclei[0][:150, :190] + 1  # content not cached by other tests
+    before = set(engine.cache.keys())
+    count_objects(img, "sam3", prompt="nucleus", engine=engine, min_score=0.0, diameter=12, tile=96)
+    tiles = [engine.cache.get(k) for k in set(engine.cache.keys()) - before]
+    assert len(tiles) > 1 and all(t.tracker is None for t in tiles)
+    plane = nuclei[0][:100, :100] + 2
+    assert engine.encode(plane).tracker is not None
+    with engine.skipping_tracker_neck():
+        assert engine.encode(plane + 1).tracker is None
+    # a click on a tile-like image encoded without the neck still works (neck on first click)
+    cands = engine.segment_points(plane + 1, [[50, 50]], [1])
+    assert len(cands) > 0 and engine.encode(plane + 1).tracker is not None

@@ -123,47 +123,48 @@ def iter_count_sam3(
     for t in tiles:
         yield Progress(f"SAM3 count: tile {t.index + 1}/{len(tiles)}", t.index, len(tiles))
         crop = _crop(arr, t, rgb_like)
-        if boxes is None:
-            cands = engine.segment_text(
-                crop,
-                concepts,
-                preprocessing=pre,
-                rgb=rgb,
-                min_score=min_score,
-                mask_threshold=mask_threshold,
-            )
-            masks, th, tw = cands.masks, *t.shape
-        else:
-            text = concepts or None
-            if single:
-                cands = engine.segment_exemplars(
+        with engine.skipping_tracker_neck():  # tiles are never clicked
+            if boxes is None:
+                cands = engine.segment_text(
                     crop,
-                    boxes,
-                    labels_ex,
-                    text=text,
+                    concepts,
                     preprocessing=pre,
                     rgb=rgb,
                     min_score=min_score,
                     mask_threshold=mask_threshold,
                 )
-                masks = cands.masks
+                masks, th, tw = cands.masks, *t.shape
             else:
-                crop_hwc = crop if (crop.ndim == 2 or rgb_like) else _hwc(crop)
-                composite, comp_boxes = _with_strip(crop_hwc, strip, strip_boxes)
-                cands = engine.segment_exemplars(
-                    composite,
-                    comp_boxes[:, [1, 0, 3, 2]],
-                    strip_labels,
-                    text=text,
-                    preprocessing=pre,
-                    rgb=rgb,
-                    min_score=min_score,
-                    mask_threshold=mask_threshold,
-                )
-                th, tw = crop_hwc.shape[:2]
-                keep = _inside_tile(cands.masks, tw)
-                masks = cands.masks[keep][:, :th, :tw]
-                cands = cands.subset(keep)
+                text = concepts or None
+                if single:
+                    cands = engine.segment_exemplars(
+                        crop,
+                        boxes,
+                        labels_ex,
+                        text=text,
+                        preprocessing=pre,
+                        rgb=rgb,
+                        min_score=min_score,
+                        mask_threshold=mask_threshold,
+                    )
+                    masks = cands.masks
+                else:
+                    crop_hwc = crop if (crop.ndim == 2 or rgb_like) else _hwc(crop)
+                    composite, comp_boxes = _with_strip(crop_hwc, strip, strip_boxes)
+                    cands = engine.segment_exemplars(
+                        composite,
+                        comp_boxes[:, [1, 0, 3, 2]],
+                        strip_labels,
+                        text=text,
+                        preprocessing=pre,
+                        rgb=rgb,
+                        min_score=min_score,
+                        mask_threshold=mask_threshold,
+                    )
+                    th, tw = crop_hwc.shape[:2]
+                    keep = _inside_tile(cands.masks, tw)
+                    masks = cands.masks[keep][:, :th, :tw]
+                    cands = cands.subset(keep)
         objects.extend(objects_from_masks(masks, cands.scores, cands.prompts, t, (h, w)))
     yield Progress(
         f"SAM3 count: merging {len(objects)} objects from {len(tiles)} tiles",
