@@ -24,7 +24,8 @@ def test_gui_opens_sample_and_widget(monkeypatch, capsys, qtbot):
         widget = next(w for w in viewer.window.dock_widgets.values() if hasattr(w, "count_tab"))
         seen["on_count_tab"] = widget.tabs.currentWidget() is widget.count_tab
         widget.count_tab.count_btn.click()  # classical counter: no weights, no network
-        qtbot.waitUntil(lambda: widget.count_tab.last is not None, timeout=60_000)
+        # the centroid Points layer is appended one event-loop turn after the Labels layer
+        qtbot.waitUntil(lambda: widget.idle and widget.count_tab.last is not None, timeout=60_000)
         seen["count"] = widget.count_tab.last["result"].count
         seen["layers_after"] = [layer.name for layer in viewer.layers]
         widget.cleanup()

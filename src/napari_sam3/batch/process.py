@@ -193,7 +193,6 @@ def get_engine(settings: BatchSettings):
         engine = Sam3Engine.load(settings.model, device=settings.device)
     except Sam3Error as exc:
         raise ModelLoadError(str(exc)) from exc
-    engine.precompute_tracker = False  # batch runs never click: skip the tracker neck per image
     return engine
 
 
@@ -224,13 +223,16 @@ def _segment(plane, settings: BatchSettings, on_progress=None):
     }
     if not settings.prompts and not settings.exemplars:  # negative boxes alone find nothing
         raise Sam3Error("Give --prompt or --exemplar (--negative-exemplar alone is not enough).")
-    if settings.exemplars or settings.negative_exemplars:
-        ex_boxes, box_labels = settings.exemplar_boxes()
-        boxes = np.asarray(ex_boxes, dtype=np.float32)
-        text = list(settings.prompts) or None  # all concepts in one call: one image encode
-        cands = engine.segment_exemplars(plane.data, boxes, box_labels, text=text, **kw)
-    else:
-        cands = engine.segment_text(plane.data, list(settings.prompts), **kw)
+    # Batch runs never click: skip the tracker neck per image (this thread only, so a viewer
+    # sharing the process's engine keeps its cheap first click).
+    with engine.skipping_tracker_neck():
+        if settings.exemplars or settings.negative_exemplars:
+            ex_boxes, box_labels = settings.exemplar_boxes()
+            boxes = np.asarray(ex_boxes, dtype=np.float32)
+            text = list(settings.prompts) or None  # all concepts in one call: one image encode
+            cands = engine.segment_exemplars(plane.data, boxes, box_labels, text=text, **kw)
+        else:
+            cands = engine.segment_text(plane.data, list(settings.prompts), **kw)
     return None, None, filter_candidates(cands, settings.threshold, refinement=settings.refine)
 
 
