@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 from . import _layer_builder as B
 from . import _layers as L
 from . import _prompt_layers as P
+from . import _track_action as T
 from ._image_choice import fill_combo, layers_of
 from ._tab_base import PlaneTab
 from ._worker import EngineHolder, Job, JobRunner, notify_error, notify_info
@@ -95,6 +96,7 @@ class SegmentTab(PlaneTab):
         self._wired = weakref.WeakSet()  # prompt/candidate layers whose keys call this tab
         self._build()
         self.watch_viewer()
+        self.image_combo.currentIndexChanged.connect(self._update_track_button)
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -130,6 +132,14 @@ class SegmentTab(PlaneTab):
         self.run_btn = self.add_run_row(
             outer, "Run", self.run_text, "Find every instance of the concepts (and exemplar boxes)."
         )
+        self.track_btn = QPushButton("Track through slices")
+        self.track_btn.setToolTip(
+            "z/t stacks: follow every instance of the concepts through the slices with SAM3's "
+            "video tracker (one id per object in every slice; scores above the threshold start "
+            "a track)."
+        )
+        self.track_btn.clicked.connect(self.run_track)
+        outer.addWidget(self.track_btn)
 
         filt = QGroupBox("Result (re-filtered without calling the model)")
         fform = QFormLayout(filt)
@@ -216,6 +226,14 @@ class SegmentTab(PlaneTab):
         ]
         fill_combo(self.target_combo, [NEW_TARGET, *labels])
         super().refresh_layer_choices()
+        self._update_track_button()
+
+    def _update_track_button(self, *args) -> None:
+        self.track_btn.setEnabled(T.can_track(self.image_layer()))
+
+    def run_track(self) -> Job | None:
+        """Track the typed concepts through the stack's slices (see `_track_action`)."""
+        return T.start_tracking(self)
 
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(channel=self.images.channel())

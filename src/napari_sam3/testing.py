@@ -23,6 +23,11 @@ from pathlib import Path
 TINY_IMAGE_SIZE = 224
 TINY_PATCH = 14
 TINY_HIDDEN = 32
+# The video tracker needs memory channels of exactly 64 (transformers hard-codes kv_in_dim=64 in
+# its memory cross-attention) and a hidden size that is a multiple above them (it splits object
+# pointers into 64-wide tokens); the default 32 cannot track through frames.
+TINY_VIDEO_HIDDEN = 128
+TINY_VIDEO_MEMORY = 64
 TINY_LAYERS = 2
 TINY_HEADS = 2
 TINY_QUERIES = 20
@@ -30,8 +35,8 @@ TINY_TEXT_LENGTH = 32  # Sam3Processor pads text to 32 tokens
 _SCORE_GAIN = 10.0
 
 _cache_lock = threading.Lock()
-_cached_dir: Path | None = None
-_tempdir: tempfile.TemporaryDirectory | None = None
+_cached_dirs: dict[bool, Path] = {}
+_tempdirs: dict[bool, tempfile.TemporaryDirectory] = {}
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -64,13 +69,18 @@ def tiny_vocab() -> dict[str, int]:
     return vocab
 
 
-def tiny_config():
-    """The ``Sam3VideoConfig`` of the tiny checkpoint (detector + tracker parts)."""
+def tiny_config(video: bool = False):
+    """The ``Sam3VideoConfig`` of the tiny checkpoint (detector + tracker parts).
+
+    ``video=True``: wider (hidden 128, memory 64) so that the video tracker can run
+    (`core.stack_tracking`); the default stays small for the single-plane tests.
+    """
     from transformers import Sam3VideoConfig
 
     vocab = tiny_vocab()
     bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
-    size, patch, hid = TINY_IMAGE_SIZE, TINY_PATCH, TINY_HIDDEN
+    size, patch = TINY_IMAGE_SIZE, TINY_PATCH
+    hid = TINY_VIDEO_HIDDEN if video else TINY_HIDDEN
     grid = size // patch
     feature_sizes = [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]]
     backbone = dict(
@@ -135,7 +145,7 @@ def tiny_config():
         memory_attention_feed_forward_hidden_size=2 * hid,
         memory_attention_rope_feat_sizes=[grid, grid],
         memory_encoder_hidden_size=hid,
-        memory_encoder_output_channels=hid // 2,
+        memory_encoder_output_channels=TINY_VIDEO_MEMORY if video else hid // 2,
         mask_downsampler_embed_dim=hid,
         memory_fuser_embed_dim=hid,
         memory_fuser_intermediate_dim=2 * hid,
@@ -145,10 +155,11 @@ def tiny_config():
     return config
 
 
-def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
+def make_tiny_checkpoint(path: str | Path, seed: int = 0, *, video: bool = False) -> Path:
     """Write a tiny random SAM3 checkpoint (``facebook/sam3`` layout) to ``path`` and return it.
 
-    Runs offline in a few seconds. The same ``seed`` gives the same weights.
+    Runs offline in a few seconds. The same ``seed`` gives the same weights. ``video=True``: a
+    wider checkpoint whose tracker can also track through frames (see `tiny_config`).
     """
     import torch
     from transformers import CLIPTokenizer, Sam3ImageProcessor, Sam3Processor, Sam3VideoModel
@@ -172,7 +183,7 @@ def make_tiny_checkpoint(path: str | Path, seed: int = 0) -> Path:
     processor = Sam3Processor(image_processor=image_processor, tokenizer=tokenizer)
     processor.save_pretrained(path)
 
-    config = tiny_config()
+    config = tiny_config(video)
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
@@ -211,14 +222,16 @@ def _write_weights(model, file: Path) -> None:
     save_file(state, str(file), metadata={"format": "pt"})
 
 
-def tiny_checkpoint_dir() -> Path:
-    """One tiny checkpoint per process, built on first use in a temporary folder."""
-    global _cached_dir, _tempdir
+def tiny_checkpoint_dir(video: bool = False) -> Path:
+    """One tiny checkpoint per process (and per ``video``), built on first use in a temporary folder."""
     with _cache_lock:
-        if _cached_dir is None or not (_cached_dir / "config.json").exists():
-            _tempdir = tempfile.TemporaryDirectory(prefix="napari-sam3-tiny-")
-            _cached_dir = make_tiny_checkpoint(Path(_tempdir.name) / "sam3-tiny")
-        return _cached_dir
+        cached = _cached_dirs.get(video)
+        if cached is None or not (cached / "config.json").exists():
+            _tempdirs[video] = tempfile.TemporaryDirectory(prefix="napari-sam3-tiny-")
+            name = "sam3-tiny-video" if video else "sam3-tiny"
+            cached = make_tiny_checkpoint(Path(_tempdirs[video].name) / name, video=video)
+            _cached_dirs[video] = cached
+        return cached
 
 
 __all__ = ["make_tiny_checkpoint", "tiny_checkpoint_dir", "tiny_config", "tiny_vocab"]
