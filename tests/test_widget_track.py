@@ -57,6 +57,7 @@ def test_track_through_slices_makes_one_stack_layer(qtbot, sam3, video_checkpoin
     tab.image_combo.setCurrentText("stack")
     tab.concepts_edit.setText("nucleus")
     tab.threshold_slider.setValue(10)
+    viewer.dims.set_current_step(0, 1)  # tracking starts on the slice in view
     assert tab.run_track() is not None
     qtbot.waitUntil(lambda: "SAM3 track: nucleus" in viewer.layers, timeout=TIMEOUT)
     qtbot.waitUntil(lambda: widget.idle, timeout=TIMEOUT)
@@ -65,7 +66,8 @@ def test_track_through_slices_makes_one_stack_layer(qtbot, sam3, video_checkpoin
     np.testing.assert_allclose(layer.scale, image.scale)
     # same result as the core API on the same engine
     engine = Sam3Engine.load(str(video_checkpoint), device="cpu")
-    expected = track_stack(engine, stack, "nucleus", min_score=0.1)
+    expected = track_stack(engine, stack, "nucleus", min_score=0.1, start=1)
+    assert expected.meta["start"] == 1
     np.testing.assert_array_equal(layer.data, expected.labels)
     table = layer.metadata["sam3_track_table"]
     assert len(table) == len(expected.table) > 0

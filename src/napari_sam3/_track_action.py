@@ -82,8 +82,15 @@ def start_tracking(tab) -> Job | None:
         yield Progress("Reading the stack...")
         level0 = L._level0(data)
         stack = np.asarray(level0[ref.index[:-1]] if len(ref.index) > 1 else level0)
+        # start on the slice the user is looking at: its objects get ids first, then both ways
         result = yield from iter_track_stack(
-            engine, stack, concepts, preprocessing=pre, rgb=ref.rgb, min_score=min_score
+            engine,
+            stack,
+            concepts,
+            preprocessing=pre,
+            rgb=ref.rgb,
+            min_score=min_score,
+            start=int(ref.index[-1]),
         )
         shape = (1,) * (len(ref.index) - 1) + result.labels.shape
         kwargs = {
