@@ -1,4 +1,4 @@
-"""``napari-sam3`` console script: batch segmentation and counting, and a GUI launcher.
+"""``napari-sam3`` console script: batch segmentation, counting, tracking, and a GUI launcher.
 
 Imports neither Qt nor napari (``gui`` imports napari lazily). Exit codes: 0 every image done (or
 already complete), 1 some images failed (each listed with its reason), 2 bad usage or a model that
@@ -22,10 +22,12 @@ examples:
   napari-sam3 segment plate/ --prompt cell --out results/ --workers 4
   napari-sam3 segment plate/ --prompt cell --refine high --out results/
   napari-sam3 count plate/ --method classical --diameter 18 --out counts/
+  napari-sam3 track movies/*.tif --prompt "nucleus" --out tracks/
+  napari-sam3 track hyperstack.tif --prompt cell --axis T --out tracks/
   NAPARI_SAM3_MODEL=/data/models/sam3 napari-sam3 segment a.tif --prompt cell --out r/
 
 A rerun with the same --out skips images whose outputs are complete (checked against the
-size and hash in <out>/.done/<stem>.json) and redoes the rest.
+size and hash in <out>/.done/<stem>.json; <stem>_tracks.json for track) and redoes the rest.
 """
 
 
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"napari-sam3 {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{segment,count,gui}")
+    sub = parser.add_subparsers(dest="command", metavar="{segment,count,track,gui}")
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -153,10 +155,102 @@ def build_parser() -> argparse.ArgumentParser:
         description="Count objects per image plane; same outputs as segment.",
     )
     cnt.add_argument("--method", choices=["classical", "sam3"], default="classical")
+    _add_track_parser(sub)
     gui = sub.add_parser("gui", help="open napari with the SAM3 widget")
     gui.add_argument("--sample", action="store_true", help="also open the offline nuclei sample")
     gui.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+def _add_track_parser(sub) -> None:
+    trk = sub.add_parser(
+        "track",
+        help="track concepts through z/t stacks",
+        description="Track every instance of the prompted concepts through each stack with "
+        "SAM3's video tracker: the same id for the same object in every frame. Writes "
+        "<stem>_tracks.tif (frames x height x width labels) and <stem>_tracks.csv (one row per "
+        "frame and object) per stack, plus tracks.csv and tracks_manifest.json.",
+    )
+    trk.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="STACK_OR_DIR",
+        help="TIFF stacks (T, H, W) or (T, H, W, 3), folders or glob patterns",
+    )
+    trk.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    trk.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEXT",
+        help='concept(s), comma separated: "nucleus, cell" (repeatable)',
+    )
+    trk.add_argument(
+        "--model",
+        default=None,
+        metavar="ID_OR_DIR",
+        help="hub id or local folder (default: $NAPARI_SAM3_MODEL or facebook/sam3)",
+    )
+    trk.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    trk.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="score an object needs to start a track (default 0.5)",
+    )
+    trk.add_argument(
+        "--start",
+        type=int,
+        default=0,
+        metavar="FRAME",
+        help="frame to start from: tracks run forward to the end, then back to frame 0 (default 0)",
+    )
+    trk.add_argument(
+        "--axis",
+        default=None,
+        metavar="N|LETTER",
+        help="the axis to track along, for data with more than one stack axis (e.g. TZYX): "
+        "its letter (T, Z, C) or its index among the dimensions (length-1 ones dropped); "
+        "the other stack axes give one tracked stack each",
+    )
+    trk.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing outputs not written by this folder's runs with the "
+        "same settings (complete outputs of the same settings are still skipped)",
+    )
+    trk.add_argument("--no-progress", action="store_true", help="no progress bar")
+    trk.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def track_settings_from_args(args):
+    """`batch.track.TrackSettings` of a ``track`` command line; `Sam3Error` for bad options."""
+    from .batch.settings import parse_prompts
+    from .batch.track_settings import TrackSettings, parse_axis
+
+    prompts = parse_prompts(args.prompt)
+    if not prompts:
+        raise Sam3Error('track needs --prompt "concept" (e.g. --prompt "nucleus, cell").')
+    if not 0.0 <= args.threshold <= 1.0:
+        raise Sam3Error(f"--threshold must be between 0 and 1, got {args.threshold}.")
+    if args.start < 0:
+        raise Sam3Error(f"--start must be a frame index (0 or more), got {args.start}.")
+    return TrackSettings(
+        prompts=prompts,
+        model=args.model,
+        device=args.device,
+        threshold=args.threshold,
+        start=args.start,
+        axis=parse_axis(args.axis),
+        overwrite=args.overwrite,
+    )
+
+
+def _track(args, argv) -> int:
+    from .batch.track import run_track
+
+    settings = track_settings_from_args(args)
+    report = run_track(args.inputs, settings, args.out, progress=not args.no_progress, argv=argv)
+    return _report(report, args, "stack(s)")
 
 
 def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily below
@@ -231,6 +325,11 @@ def _run(args, argv) -> int:
         argv=argv,
         debug=args.debug,
     )
+    return _report(report, args, "plane(s)")
+
+
+def _report(report, args, what: str) -> int:
+    """Print a run's summary and its failures; the exit code."""
     err = sys.stderr
     if report.fatal:
         print(f"napari-sam3: error: {report.fatal}", file=err)
@@ -238,7 +337,7 @@ def _run(args, argv) -> int:
     c = report.counts
     fails = report.failures
     print(
-        f"napari-sam3: {len(report.results)} plane(s): {c['done']} done, {c['skipped']} already "
+        f"napari-sam3: {len(report.results)} {what}: {c['done']} done, {c['skipped']} already "
         f"complete, {len(fails)} failed; {report.seconds:.1f} s. Outputs in {report.out_dir}",
         file=err,
     )
@@ -293,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "gui":
             return _gui(args)
+        if args.command == "track":
+            return _track(args, argv)
         return _run(args, argv)
     except KeyboardInterrupt:
         print("napari-sam3: interrupted; rerun the same command to resume.", file=sys.stderr)

@@ -88,7 +88,7 @@ def plan_jobs(
 
 def _is_output(f: Path, out: Path) -> bool:
     if f.parent == out:
-        return f.name.endswith(("_labels.tif", "_labels.png"))
+        return f.name.endswith(("_labels.tif", "_labels.png", "_tracks.tif"))
     return (out / "pairs") in f.parents
 
 

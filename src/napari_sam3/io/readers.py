@@ -24,7 +24,7 @@ from .tiff import tiff_scale
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
 SUPPORTED_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES
-_AXIS_TAG = {"Z": "z", "T": "t", "C": "c"}
+AXIS_TAG = {"Z": "z", "T": "t", "C": "c"}
 
 
 @dataclass(frozen=True)
@@ -153,14 +153,14 @@ def iter_planes(path: str | os.PathLike, base: str | None = None) -> Iterator[Pl
     """
     path = Path(path)
     data, axes, info = read_image(path)
-    data, axes = _normalise_axes(path, data, axes)
+    data, axes = normalise_axes(path, data, axes)
     rgb = axes.endswith("S")
     lead = axes[: -3 if rgb else -2]
     base = base or file_base(path)
     if not lead:
         yield Plane(data, path, base, (), axes, rgb, info["scale"], info["unit"])
         return
-    tags = [_AXIS_TAG.get(a, "z") for a in lead]
+    tags = [AXIS_TAG.get(a, "z") for a in lead]
     if len(set(tags)) != len(tags):
         tags = [f"{t}{k}" for k, t in enumerate(tags)]
     widths = [max(3, len(str(n - 1))) for n in data.shape[: len(lead)]]
@@ -196,7 +196,7 @@ def _squeeze(shape, axes):
     return tuple(shape[i] for i in keep), "".join(axes[i] for i in keep)
 
 
-def _normalise_axes(path: Path, data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
+def normalise_axes(path: Path, data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
     """Drop length-1 axes, check a YX(S) plane is at the end."""
     if data.dtype == bool:
         data = data.astype(np.uint8)

@@ -1,0 +1,62 @@
+"""Options of ``napari-sam3 track`` (`TrackSettings`) and the ``--axis`` parser."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from ..core.errors import Sam3Error
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """Options of one ``track`` run.
+
+    ``threshold`` is the score an object needs to start a track (`iter_track_stack`'s
+    ``min_score``; None keeps the checkpoint's thresholds). ``axis`` is the stack axis to track
+    along: None (the only one), an index into the stack's dimensions (length-1 ones dropped) or an
+    axis letter (``"T"``, ``"Z"``...).
+    """
+
+    prompts: tuple[str, ...] = ()
+    model: str | None = None
+    device: str = "auto"
+    threshold: float | None = 0.5
+    start: int = 0
+    axis: int | str | None = None
+    overwrite: bool = False
+
+    def model_label(self) -> str:
+        from ..core.model import resolve_source
+
+        try:
+            return resolve_source(self.model)
+        except Exception:  # noqa: BLE001 - naming only
+            return self.model or "facebook/sam3"
+
+    def result_fields(self) -> dict:
+        """The options that change the result (not device, overwrite)."""
+        d = asdict(self)
+        d.pop("device")
+        d.pop("overwrite")
+        return {"command": "track", **d, "model": self.model_label()}
+
+    def fingerprint(self) -> str:
+        text = json.dumps(self.result_fields(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_axis(text: str | None) -> int | str | None:
+    """``--axis``: None, a non-negative index or one axis letter; `Sam3Error` (exit 2) otherwise."""
+    if text is None or not str(text).strip():
+        return None
+    text = str(text).strip()
+    if text.lstrip("-").isdigit():
+        value = int(text)
+        if value < 0:
+            raise Sam3Error(f"--axis must be 0 or more (or an axis letter such as T), got {value}.")
+        return value
+    if len(text) == 1 and text.isalpha():
+        return text.upper()
+    raise Sam3Error(f"--axis must be an axis index (0, 1...) or letter (T, Z), got {text!r}.")
