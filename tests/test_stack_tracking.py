@@ -289,3 +289,27 @@ def test_parity_with_transformers_video(video_engine, reference_video, stack, st
                 assert rows[obj_id + 1] == pytest.approx(score, abs=1e-6)
         n_objects += len(post["object_ids"])
     assert n_objects > 0, "the comparison needs objects"
+
+
+def test_bf16_fast_path_tracks_close_to_float32(video_checkpoint, stack, tracked, monkeypatch):
+    """NAPARI_SAM3_CPU_FAST=bf16 runs each frame under bf16 autocast (as SAM3's own video
+    predictor does on GPUs); on the same weights the label stack stays close to float32."""
+    from napari_sam3.core.engine import Sam3Engine
+    from napari_sam3.core.model import load_model
+
+    monkeypatch.setenv("NAPARI_SAM3_CPU_FAST", "bf16")
+    fast = Sam3Engine(load_model(str(video_checkpoint), device="cpu"))
+    assert fast.cpu_fast_path == "bf16"
+    seen = []  # the backbone's Linear layers really ran in bf16 during tracking
+    backbone = fast.model.detector_model.vision_encoder
+    linear = next(m for m in backbone.modules() if isinstance(m, torch.nn.Linear))
+    hook = linear.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    try:
+        got = track_stack(fast, stack, "cell", min_score=0.0)
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    _assert_consistent(got, FRAMES)
+    assert got.labels.dtype == np.int32
+    agree = ((got.labels > 0) == (tracked.labels > 0)).mean()
+    assert agree > 0.95, agree

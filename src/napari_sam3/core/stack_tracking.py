@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .acceleration import heads_autocast
 from .columns import BBOX_COLUMNS, CENTROID_COLUMNS
 from .detections import check_threshold
 from .errors import Sam3Error
@@ -196,7 +197,9 @@ def _step(engine, processor, frame_pass, idx, pixel_values, detection, new_objec
         model_errors("tracking through the frames", engine.device),
         using_thresholds(model, detection, new_object),
     ):
-        ready = frame_pass.step(idx, pixel_values)
+        # The engine's CPU fast path (bf16 autocast, as SAM3's own video predictor runs on GPUs)
+        with heads_autocast(engine.device, getattr(engine, "cpu_fast_path", "off")):
+            ready = frame_pass.step(idx, pixel_values)
         return [
             (out.frame_idx, processor.postprocess_outputs(frame_pass.session, out)) for out in ready
         ]
