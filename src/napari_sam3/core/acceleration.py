@@ -97,7 +97,8 @@ def vision_autocast(device: Any = "cpu", mode: str | None = "auto") -> Iterator[
 
 @contextlib.contextmanager
 def heads_autocast(device: Any = "cpu", mode: str | None = "auto") -> Iterator[str]:
-    """Context for the detector heads (text encoder, DETR encoder/decoder, mask head).
+    """Context for the detector heads (text encoder, DETR encoder/decoder, mask head), and for
+    the whole video-model pass of each frame when tracking through a stack.
 
     bfloat16 autocast in the ``"bf16"`` and ``"bf16-compile"`` modes, nothing otherwise; yields
     the resolved mode. Outputs made inside may be bfloat16: read them with ``.float()``.
