@@ -143,7 +143,7 @@ def run_batch(
     report = BatchReport(out, input_problems=problems)
     if not jobs and not problems:
         raise Sam3Error("No input images given.")
-    bar = _bar(len(jobs), progress)
+    bar = progress_bar(len(jobs), progress)
     try:
         if dask_address or workers:
             _run_dask(
@@ -159,7 +159,8 @@ def run_batch(
     return report
 
 
-def _bar(total: int, enabled: bool):
+def progress_bar(total: int, enabled: bool):
+    """A tqdm bar over files on stderr (None when disabled)."""
     if not enabled:
         return None
     from tqdm.auto import tqdm

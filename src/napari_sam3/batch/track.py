@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -34,7 +33,7 @@ from ..io.tiff import write_labels_tiff
 from . import records
 from .process import FileJob, ModelLoadError
 from .records import RecordState
-from .runner import BatchReport, plan_jobs
+from .runner import BatchReport, plan_jobs, progress_bar
 from .track_inputs import StackInput, read_stacks
 from .track_settings import TrackSettings
 
@@ -104,7 +103,7 @@ def run_track(
         raise Sam3Error("No input stacks given.")
     report = BatchReport(out, input_problems=problems)
     engine = _Engine(settings)
-    bar = _bar(len(jobs), progress)
+    bar = progress_bar(len(jobs), progress)
 
     def show(text: str) -> None:
         if bar is not None:
@@ -129,14 +128,6 @@ def run_track(
     report.seconds = time.perf_counter() - t0
     assemble_tracks(out, settings, report, argv)
     return report
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="file", desc="napari-sam3", file=sys.stderr, dynamic_ncols=True)
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
