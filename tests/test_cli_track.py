@@ -254,3 +254,55 @@ def test_read_stacks_axis_choice(inputs, tmp_path):
     tifffile.imwrite(rgb, np.zeros((FRAMES, H, W, 3), np.uint8), photometric="rgb")
     (stack,) = read_stacks(rgb, "rgb")
     assert stack.rgb and stack.data.shape == (FRAMES, H, W, 3) and stack.stem == "rgb"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_dask_workers_equal_single_process(inputs, video_checkpoint, tiny_checkpoint, tmp_path):
+    pytest.importorskip("distributed")
+    d, img = inputs
+    second = tmp_path / "second.tif"
+    tifffile.imwrite(second, np.ascontiguousarray(img[:, ::-1]), metadata={"axes": "TYX"})
+    files = [d / "movie.tif", second]
+    single, multi = tmp_path / "single", tmp_path / "dask"
+    code, err = track(files, single, video_checkpoint)
+    assert code == 0, err
+    code, err = track(files, multi, video_checkpoint, "--workers", "2")
+    assert code == 0, err
+    assert "2 done, 0 already complete, 0 failed" in err and "Traceback" not in err
+    for stem in ("movie", "second"):
+        a, b = single / f"{stem}_tracks.tif", multi / f"{stem}_tracks.tif"
+        assert a.read_bytes() == b.read_bytes(), stem  # byte-identical labels
+        assert (single / f"{stem}_tracks.csv").read_text() == (
+            multi / f"{stem}_tracks.csv"
+        ).read_text()
+        rec = json.loads((multi / ".done" / f"{stem}_tracks.json").read_text())
+        assert rec["status"] == "done"  # the worker wrote the completion record
+    ta, tb = (
+        pd.read_csv(o / "tracks.csv", dtype={"slice": str}, keep_default_na=False)
+        for o in (single, multi)
+    )
+    cols = ["file", "stem", "slice", "frames", "tracks", "status", "error"]  # not seconds
+    pd.testing.assert_frame_equal(ta[cols], tb[cols])
+    assert (ta["tracks"] > 0).all()  # objects were tracked: the comparison is not of empty labels
+    ma, mb = (json.loads((o / "tracks_manifest.json").read_text()) for o in (single, multi))
+    assert ma["summary"] == mb["summary"] == {"stacks": 2, "done": 2, "skipped": 0, "failed": 0}
+    assert ma["stacks"] == mb["stacks"]
+    # the workers' records are valid: a rerun (single process) skips both stacks
+    code, err = track(files, multi, video_checkpoint)
+    assert code == 0 and "0 done, 2 already complete, 0 failed" in err
+    # a model that cannot track, loaded in a worker: the run stops with exit 2, no records
+    code, err = track(files, tmp_path / "fatal", tiny_checkpoint, "--workers", "1")
+    assert code == 2 and "cannot track" in err and "Traceback" not in err
+    assert not list((tmp_path / "fatal" / ".done").glob("*.json"))
+
+
+def test_workers_must_be_positive(inputs, video_checkpoint, tmp_path):
+    d, _ = inputs
+    code, err = track([d / "movie.tif"], tmp_path / "o", video_checkpoint, "--workers", "0")
+    assert code == 2 and "--workers" in err and "Traceback" not in err
+    code, err = track(
+        [d / "movie.tif"], tmp_path / "o", video_checkpoint, "--workers", "2", "--dask", "x"
+    )
+    assert code == 2 and "not allowed with" in err
+    assert not (tmp_path / "o").exists()

@@ -24,6 +24,7 @@ examples:
   napari-sam3 count plate/ --method classical --diameter 18 --out counts/
   napari-sam3 track movies/*.tif --prompt "nucleus" --out tracks/
   napari-sam3 track hyperstack.tif --prompt cell --axis T --out tracks/
+  napari-sam3 track movies/ --prompt cell --out tracks/ --workers 2
   NAPARI_SAM3_MODEL=/data/models/sam3 napari-sam3 segment a.tif --prompt cell --out r/
 
 A rerun with the same --out skips images whose outputs are complete (checked against the
@@ -218,6 +219,20 @@ def _add_track_parser(sub) -> None:
         help="replace existing outputs not written by this folder's runs with the "
         "same settings (complete outputs of the same settings are still skipped)",
     )
+    par = trk.add_mutually_exclusive_group()
+    par.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run on a local Dask cluster of N worker processes (one stack file each at a time)",
+    )
+    par.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="run on an existing Dask scheduler, e.g. tcp://host:8786",
+    )
     trk.add_argument("--no-progress", action="store_true", help="no progress bar")
     trk.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -234,6 +249,8 @@ def track_settings_from_args(args):
         raise Sam3Error(f"--threshold must be between 0 and 1, got {args.threshold}.")
     if args.start < 0:
         raise Sam3Error(f"--start must be a frame index (0 or more), got {args.start}.")
+    if args.workers is not None and args.workers < 1:
+        raise Sam3Error("--workers must be at least 1.")
     return TrackSettings(
         prompts=prompts,
         model=args.model,
@@ -249,7 +266,16 @@ def _track(args, argv) -> int:
     from .batch.track import run_track
 
     settings = track_settings_from_args(args)
-    report = run_track(args.inputs, settings, args.out, progress=not args.no_progress, argv=argv)
+    report = run_track(
+        args.inputs,
+        settings,
+        args.out,
+        workers=args.workers,
+        dask_address=args.dask,
+        progress=not args.no_progress,
+        argv=argv,
+        debug=args.debug,
+    )
     return _report(report, args, "stack(s)")
 
 

@@ -201,6 +201,62 @@ def _run_local(jobs, settings, out, report, bar, on_result, owned) -> None:
 
 
 def _run_dask(jobs, settings, out, report, bar, workers, address, on_result, owned, debug) -> None:
+    def failed(job: FileJob, exc: BaseException) -> list[dict]:  # a worker died: report the file
+        return [
+            {
+                "stem": job.base,
+                "source": job.path,
+                "slice": "",
+                "status": "failed",
+                "count": None,
+                "seconds": 0.0,
+                "traceback": None,
+                "error": f"worker failed: {type(exc).__name__}: {exc}",
+            }
+        ]
+
+    def handle(job: FileJob, results: list[dict]) -> bool:
+        if _fatal(report, results):
+            return True  # stop: the other files are cancelled
+        _collect(report, results, bar, on_result)
+        return False
+
+    run_on_dask(
+        process_file,
+        jobs,
+        (settings, str(out.resolve())),
+        {"owned": owned},
+        workers=workers,
+        address=address,
+        debug=debug,
+        key="napari-sam3",
+        failed=failed,
+        handle=handle,
+    )
+
+
+def run_on_dask(
+    func: Callable,
+    jobs: list,
+    args: tuple = (),
+    kwargs: dict | None = None,
+    *,
+    workers: int | None,
+    address: str | None,
+    debug: bool,
+    key: str,
+    failed: Callable[[object, BaseException], object],
+    handle: Callable[[object, object], bool],
+) -> None:
+    """Run ``func(job, *args, **kwargs)`` for every job on Dask, one task per job.
+
+    ``address``: an existing scheduler; otherwise a local cluster of ``workers`` processes (one
+    thread each), closed at the end. Each job's result goes to ``handle(job, result)`` in the client
+    as it completes (a task that raised gives ``failed(job, exc)`` instead); ``handle`` returning
+    True stops the run: the tasks not yet done are cancelled, running ones end before the cluster
+    closes. Task keys are ``<key>-<index>-<job.base>``. Raises `Sam3Error` when Dask is missing or
+    the scheduler cannot be reached.
+    """
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:
@@ -238,42 +294,31 @@ def _run_dask(jobs, settings, out, report, bar, workers, address, on_result, own
         with client:
             futures = [
                 client.submit(
-                    process_file,
+                    func,
                     job,
-                    settings,
-                    str(out.resolve()),
-                    owned=owned,
-                    key=f"napari-sam3-{i}-{job.base}",
+                    *args,
+                    **(kwargs or {}),
+                    key=f"{key}-{i}-{job.base}",
                     pure=False,
                     retries=0,
                 )
                 for i, job in enumerate(jobs)
             ]
+            job_of = {fut.key: job for fut, job in zip(futures, jobs, strict=True)}
+            stopped = False
             for fut in as_completed(futures):
-                if report.fatal:  # drain: running tasks end before the cluster closes
+                if stopped:  # drain: running tasks end before the cluster closes
                     continue
+                job = job_of[fut.key]
                 try:
-                    results = fut.result()
-                except Exception as exc:  # noqa: BLE001 - a worker died: report the file
-                    job = jobs[futures.index(fut)]
-                    results = [
-                        {
-                            "stem": job.base,
-                            "source": job.path,
-                            "slice": "",
-                            "status": "failed",
-                            "count": None,
-                            "seconds": 0.0,
-                            "traceback": None,
-                            "error": f"worker failed: {type(exc).__name__}: {exc}",
-                        }
-                    ]
-                if _fatal(report, results):
+                    result = fut.result()
+                except Exception as exc:  # noqa: BLE001 - a worker died: report the job
+                    result = failed(job, exc)
+                if handle(job, result):
+                    stopped = True
                     for f in futures:
                         if not f.done():
                             f.cancel()
-                    continue
-                _collect(report, results, bar, on_result)
     finally:
         if cluster is not None:
             cluster.close()

@@ -11,6 +11,9 @@ skips complete stacks, redoes ours that are incomplete, and never replaces files
 without ``--overwrite``. Run-level files, rebuilt from the records at the end of every run:
 ``tracks.csv`` (one row per stack) and ``tracks_manifest.json`` (settings, versions, every stack with
 its status; its own name, so a ``segment`` run's ``manifest.json`` in the same folder is kept).
+
+On Dask (``--workers N`` / ``--dask ADDRESS``, `runner.run_on_dask`) each file is a task: the worker
+process tracks its stacks and writes their outputs and records; results come back for the run files.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from ..io.tiff import write_labels_tiff
 from . import records
 from .process import FileJob, ModelLoadError
 from .records import RecordState
-from .runner import BatchReport, plan_jobs, progress_bar
+from .runner import BatchReport, _collect, _fatal, plan_jobs, progress_bar, run_on_dask
 from .track_inputs import StackInput, read_stacks
 from .track_settings import TrackSettings
 
@@ -81,10 +84,17 @@ def run_track(
     settings: TrackSettings,
     out_dir: str | os.PathLike,
     *,
+    workers: int | None = None,
+    dask_address: str | None = None,
     progress: bool = True,
     argv: list[str] | None = None,
+    debug: bool = False,
 ) -> BatchReport:
     """Track ``settings.prompts`` through every stack of ``inputs`` into ``out_dir``.
+
+    ``workers`` (a local Dask cluster of that many processes) or ``dask_address`` (an existing
+    scheduler): each input file is tracked in a worker process (the model loaded once per process),
+    which writes its stacks' outputs and completion records; the run-level files are written here.
 
     Never raises for a bad input (a failed entry with the reason); raises `Sam3Error` for unusable
     options. A model that cannot be loaded stops the run: ``report.fatal`` (CLI exit 2).
@@ -102,32 +112,69 @@ def run_track(
     if not jobs and not problems:
         raise Sam3Error("No input stacks given.")
     report = BatchReport(out, input_problems=problems)
-    engine = _Engine(settings)
     bar = progress_bar(len(jobs), progress)
-
-    def show(text: str) -> None:
-        if bar is not None:
-            bar.set_description_str(text[:60], refresh=True)
-
     try:
-        for job in jobs:
-            results = track_file(job, settings, out, engine, on_progress=show, owned=owned)
-            fatal = [r for r in results if r["status"] == "fatal"]
-            if fatal:
-                report.fatal = fatal[0]["error"]
-                report.results.extend(r for r in results if r["status"] != "fatal")
-                break
-            report.results.extend(results)
-            if bar is not None:
-                c = report.counts
-                bar.set_postfix(done=c["done"], skipped=c["skipped"], failed=c["failed"])
-                bar.update(1)
+        if dask_address or workers:
+            _track_dask(jobs, settings, out, report, bar, workers, dask_address, owned, debug)
+        else:
+            _track_local(jobs, settings, out, report, bar, owned)
     finally:
         if bar is not None:
             bar.close()
     report.seconds = time.perf_counter() - t0
     assemble_tracks(out, settings, report, argv)
     return report
+
+
+def _track_local(jobs, settings, out, report, bar, owned) -> None:
+    engine = _Engine(settings)
+
+    def show(text: str) -> None:
+        if bar is not None:
+            bar.set_description_str(text[:60], refresh=True)
+
+    for job in jobs:
+        results = track_file(job, settings, out, engine, on_progress=show, owned=owned)
+        if _fatal(report, results):
+            return
+        _collect(report, results, bar, None)
+
+
+def track_file_job(
+    job: FileJob, settings: TrackSettings, out_dir: str, owned: bool = False
+) -> list[dict]:
+    """`track_file` in a Dask worker, with the process's engine (`Sam3Engine.load` caches it)."""
+    return track_file(job, settings, Path(out_dir), _Engine(settings), owned=owned)
+
+
+def _track_dask(jobs, settings, out, report, bar, workers, address, owned, debug) -> None:
+    def failed(job: FileJob, exc: BaseException) -> list[dict]:  # a worker died: report the file
+        return [
+            {
+                **_entry(job.base, job.path),
+                "status": "failed",
+                "error": f"worker failed: {type(exc).__name__}: {exc}",
+            }
+        ]
+
+    def handle(job: FileJob, results: list[dict]) -> bool:
+        if _fatal(report, results):
+            return True  # stop: the other files are cancelled
+        _collect(report, results, bar, None)
+        return False
+
+    run_on_dask(
+        track_file_job,
+        jobs,
+        (settings, str(out.resolve())),
+        {"owned": owned},
+        workers=workers,
+        address=address,
+        debug=debug,
+        key="napari-sam3-track",
+        failed=failed,
+        handle=handle,
+    )
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
