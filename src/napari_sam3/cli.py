@@ -32,6 +32,48 @@ size and hash in <out>/.done/<stem>.json; <stem>_tracks.json for track) and redo
 """
 
 
+def _run_options() -> argparse.ArgumentParser:
+    """The options every batch subcommand (segment, count, track) takes."""
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    shared.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEXT",
+        help='concept(s), comma separated: "nucleus, cell" (repeatable)',
+    )
+    shared.add_argument(
+        "--model",
+        default=None,
+        metavar="ID_OR_DIR",
+        help="hub id or local folder (default: $NAPARI_SAM3_MODEL or facebook/sam3)",
+    )
+    shared.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    shared.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing outputs not written by this folder's runs with the "
+        "same settings (complete outputs of the same settings are still skipped)",
+    )
+    par = shared.add_mutually_exclusive_group()
+    par.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run on a local Dask cluster of N worker processes (one input file each at a time)",
+    )
+    par.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="run on an existing Dask scheduler, e.g. tcp://host:8786",
+    )
+    shared.add_argument("--no-progress", action="store_true", help="no progress bar")
+    shared.add_argument("--debug", action="store_true", help="show tracebacks")
+    return shared
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -45,19 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"napari-sam3 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{segment,count,track,gui}")
 
-    common = argparse.ArgumentParser(add_help=False)
+    run_options = _run_options()
+    common = argparse.ArgumentParser(add_help=False, parents=[run_options])
     common.add_argument(
         "inputs",
         nargs="+",
         metavar="IMAGE_OR_DIR",
         help="image files (.tif/.tiff/.ome.tif/.png/.jpg), folders or glob patterns",
-    )
-    common.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    common.add_argument(
-        "--prompt",
-        action="append",
-        metavar="TEXT",
-        help='concept(s), comma separated: "nucleus, cell" (repeatable)',
     )
     common.add_argument(
         "--exemplar",
@@ -74,13 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="negative exemplar box in pixels: an object NOT to find, used on every image "
         "(repeatable; needs at least one --exemplar or a --prompt)",
     )
-    common.add_argument(
-        "--model",
-        default=None,
-        metavar="ID_OR_DIR",
-        help="hub id or local folder (default: $NAPARI_SAM3_MODEL or facebook/sam3)",
-    )
-    common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     common.add_argument("--threshold", type=float, default=0.5, help="minimum score (default 0.5)")
     common.add_argument(
         "--mask-threshold",
@@ -109,29 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LIST",
         help="outputs: tiff,png,coco,pairs (comma separated; tiff + csv always)",
     )
-    common.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace existing outputs not written by this folder's runs with the "
-        "same settings (complete outputs of the same settings are still skipped)",
-    )
-    par = common.add_mutually_exclusive_group()
-    par.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        metavar="N",
-        help="run on a local Dask cluster of N worker processes",
-    )
-    par.add_argument(
-        "--dask",
-        default=None,
-        metavar="ADDRESS",
-        help="run on an existing Dask scheduler, e.g. tcp://host:8786",
-    )
-    common.add_argument("--no-progress", action="store_true", help="no progress bar")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
-
     seg = sub.add_parser(
         "segment",
         parents=[common],
@@ -156,16 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Count objects per image plane; same outputs as segment.",
     )
     cnt.add_argument("--method", choices=["classical", "sam3"], default="classical")
-    _add_track_parser(sub)
+    _add_track_parser(sub, run_options)
     gui = sub.add_parser("gui", help="open napari with the SAM3 widget")
     gui.add_argument("--sample", action="store_true", help="also open the offline nuclei sample")
     gui.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
-def _add_track_parser(sub) -> None:
+def _add_track_parser(sub, run_options) -> None:
     trk = sub.add_parser(
         "track",
+        parents=[run_options],
         help="track concepts through z/t stacks",
         description="Track every instance of the prompted concepts through each stack with "
         "SAM3's video tracker: the same id for the same object in every frame. Writes "
@@ -178,20 +185,6 @@ def _add_track_parser(sub) -> None:
         metavar="STACK_OR_DIR",
         help="TIFF stacks (T, H, W) or (T, H, W, 3), folders or glob patterns",
     )
-    trk.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    trk.add_argument(
-        "--prompt",
-        action="append",
-        metavar="TEXT",
-        help='concept(s), comma separated: "nucleus, cell" (repeatable)',
-    )
-    trk.add_argument(
-        "--model",
-        default=None,
-        metavar="ID_OR_DIR",
-        help="hub id or local folder (default: $NAPARI_SAM3_MODEL or facebook/sam3)",
-    )
-    trk.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     trk.add_argument(
         "--threshold",
         type=float,
@@ -213,28 +206,6 @@ def _add_track_parser(sub) -> None:
         "its letter (T, Z, C) or its index among the dimensions (length-1 ones dropped); "
         "the other stack axes give one tracked stack each",
     )
-    trk.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace existing outputs not written by this folder's runs with the "
-        "same settings (complete outputs of the same settings are still skipped)",
-    )
-    par = trk.add_mutually_exclusive_group()
-    par.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        metavar="N",
-        help="run on a local Dask cluster of N worker processes (one stack file each at a time)",
-    )
-    par.add_argument(
-        "--dask",
-        default=None,
-        metavar="ADDRESS",
-        help="run on an existing Dask scheduler, e.g. tcp://host:8786",
-    )
-    trk.add_argument("--no-progress", action="store_true", help="no progress bar")
-    trk.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def track_settings_from_args(args):
@@ -249,8 +220,6 @@ def track_settings_from_args(args):
         raise Sam3Error(f"--threshold must be between 0 and 1, got {args.threshold}.")
     if args.start < 0:
         raise Sam3Error(f"--start must be a frame index (0 or more), got {args.start}.")
-    if args.workers is not None and args.workers < 1:
-        raise Sam3Error("--workers must be at least 1.")
     return TrackSettings(
         prompts=prompts,
         model=args.model,
@@ -260,23 +229,6 @@ def track_settings_from_args(args):
         axis=parse_axis(args.axis),
         overwrite=args.overwrite,
     )
-
-
-def _track(args, argv) -> int:
-    from .batch.track import run_track
-
-    settings = track_settings_from_args(args)
-    report = run_track(
-        args.inputs,
-        settings,
-        args.out,
-        workers=args.workers,
-        dask_address=args.dask,
-        progress=not args.no_progress,
-        argv=argv,
-        debug=args.debug,
-    )
-    return _report(report, args, "stack(s)")
 
 
 def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily below
@@ -315,8 +267,6 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
             raise Sam3Error(f"--tile must be 'auto' or a number of pixels, got {tile!r}.") from None
         if tile < 64:
             raise Sam3Error(f"--tile {tile} is too small; use at least 64 pixels.")
-    if args.workers is not None and args.workers < 1:
-        raise Sam3Error("--workers must be at least 1.")
     if args.diameter is not None and args.diameter <= 0:
         raise Sam3Error("--diameter must be positive.")
     return BatchSettings(
@@ -338,10 +288,18 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
 
 
 def _run(args, argv) -> int:
-    from .batch.runner import run_batch
+    """segment / count (per plane) or track (per stack): same run options, same report."""
+    if args.workers is not None and args.workers < 1:
+        raise Sam3Error("--workers must be at least 1.")
+    if args.command == "track":
+        from .batch.track import run_track as run
 
-    settings = settings_from_args(args)
-    report = run_batch(
+        settings, what = track_settings_from_args(args), "stack(s)"
+    else:
+        from .batch.runner import run_batch as run
+
+        settings, what = settings_from_args(args), "plane(s)"
+    report = run(
         args.inputs,
         settings,
         args.out,
@@ -351,7 +309,7 @@ def _run(args, argv) -> int:
         argv=argv,
         debug=args.debug,
     )
-    return _report(report, args, "plane(s)")
+    return _report(report, args, what)
 
 
 def _report(report, args, what: str) -> int:
@@ -418,8 +376,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "gui":
             return _gui(args)
-        if args.command == "track":
-            return _track(args, argv)
         return _run(args, argv)
     except KeyboardInterrupt:
         print("napari-sam3: interrupted; rerun the same command to resume.", file=sys.stderr)
