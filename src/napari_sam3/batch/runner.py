@@ -168,6 +168,14 @@ def progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="file", desc="napari-sam3", file=sys.stderr, dynamic_ncols=True)
 
 
+def take_results(report: BatchReport, results: list[dict], bar, on_result=None) -> bool:
+    """Add one file's results to the report; True when the run must stop (a fatal result)."""
+    if _fatal(report, results):
+        return True
+    _collect(report, results, bar, on_result)
+    return False
+
+
 def _collect(report: BatchReport, results: list[dict], bar, on_result) -> None:
     report.results.extend(results)
     if bar is not None:
@@ -195,9 +203,8 @@ def _run_local(jobs, settings, out, report, bar, on_result, owned) -> None:
 
     for job in jobs:
         results = process_file(job, settings, str(out), on_progress=show, owned=owned)
-        if _fatal(report, results):
+        if take_results(report, results, bar, on_result):
             return
-        _collect(report, results, bar, on_result)
 
 
 def _run_dask(jobs, settings, out, report, bar, workers, address, on_result, owned, debug) -> None:
@@ -215,11 +222,8 @@ def _run_dask(jobs, settings, out, report, bar, workers, address, on_result, own
             }
         ]
 
-    def handle(job: FileJob, results: list[dict]) -> bool:
-        if _fatal(report, results):
-            return True  # stop: the other files are cancelled
-        _collect(report, results, bar, on_result)
-        return False
+    def handle(job: FileJob, results: list[dict]) -> bool:  # True: the other files are cancelled
+        return take_results(report, results, bar, on_result)
 
     run_on_dask(
         process_file,

@@ -36,7 +36,7 @@ from ..io.tiff import write_labels_tiff
 from . import records
 from .process import FileJob, ModelLoadError
 from .records import RecordState
-from .runner import BatchReport, _collect, _fatal, plan_jobs, progress_bar, run_on_dask
+from .runner import BatchReport, plan_jobs, progress_bar, run_on_dask, take_results
 from .track_inputs import StackInput, read_stacks
 from .track_settings import TrackSettings
 
@@ -135,9 +135,8 @@ def _track_local(jobs, settings, out, report, bar, owned) -> None:
 
     for job in jobs:
         results = track_file(job, settings, out, engine, on_progress=show, owned=owned)
-        if _fatal(report, results):
+        if take_results(report, results, bar):
             return
-        _collect(report, results, bar, None)
 
 
 def track_file_job(
@@ -157,11 +156,8 @@ def _track_dask(jobs, settings, out, report, bar, workers, address, owned, debug
             }
         ]
 
-    def handle(job: FileJob, results: list[dict]) -> bool:
-        if _fatal(report, results):
-            return True  # stop: the other files are cancelled
-        _collect(report, results, bar, None)
-        return False
+    def handle(job: FileJob, results: list[dict]) -> bool:  # True: the other files are cancelled
+        return take_results(report, results, bar)
 
     run_on_dask(
         track_file_job,
