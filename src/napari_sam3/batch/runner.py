@@ -92,14 +92,16 @@ def _is_output(f: Path, out: Path) -> bool:
     return (out / "pairs") in f.parents
 
 
-def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+def check_out_dir(
+    out_dir: Path, overwrite: bool, manifest: str = RUN_MANIFEST, tool: str = RUN_TOOL
+) -> None:
     """Refuse an output folder holding another tool's manifest (unless overwrite)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise Sam3Error(f"--out {out_dir} is a file; give a folder.")
-    man = out_dir / RUN_MANIFEST
+    man = out_dir / manifest
     if man.exists() and not overwrite:
         try:
-            ours = json.loads(man.read_text(encoding="utf-8")).get("tool") == RUN_TOOL
+            ours = json.loads(man.read_text(encoding="utf-8")).get("tool") == tool
         except (OSError, ValueError, AttributeError):
             ours = False
         if not ours:

@@ -19,7 +19,6 @@ process tracks its stacks and writes their outputs and records; results come bac
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 import traceback
@@ -36,7 +35,7 @@ from ..io.tiff import write_labels_tiff
 from . import records
 from .process import FileJob, ModelLoadError
 from .records import RecordState
-from .runner import BatchReport, plan_jobs, progress_bar, run_on_dask, take_results
+from .runner import BatchReport, check_out_dir, plan_jobs, progress_bar, run_on_dask, take_results
 from .track_inputs import StackInput, read_stacks
 from .track_settings import TrackSettings
 
@@ -101,7 +100,7 @@ def run_track(
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
-    _check_out_dir(out, settings.overwrite)
+    check_out_dir(out, settings.overwrite, TRACK_MANIFEST, TOOL)
     owned = (out / records.DONE_DIR).is_dir()
     out.mkdir(parents=True, exist_ok=True)
     for sub in (out, out / records.DONE_DIR):
@@ -171,22 +170,6 @@ def _track_dask(jobs, settings, out, report, bar, workers, address, owned, debug
         failed=failed,
         handle=handle,
     )
-
-
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise Sam3Error(f"--out {out} is a file; give a folder.")
-    man = out / TRACK_MANIFEST
-    if man.exists() and not overwrite:
-        try:
-            ours = json.loads(man.read_text(encoding="utf-8")).get("tool") == TOOL
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise Sam3Error(
-                f"{man} exists and was not written by napari-sam3; "
-                "use --overwrite or another --out."
-            )
 
 
 def track_file(
