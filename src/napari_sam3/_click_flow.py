@@ -44,10 +44,8 @@ def prompt_layers(tab, image):
 def add_prompt_layers(tab):
     """Add (or reuse) the clicks and boxes layers of the chosen image, with the tab's keys bound."""
     image = tab.image_layer()
-    try:
-        ref = tab.current_ref(image)
-    except Sam3Error as exc:
-        notify_error(exc)
+    ref = tab.ref_or_notify(image)
+    if ref is None:
         return None, None
     clicks = P.make_clicks_layer(tab.viewer, image, ref)
     boxes = P.make_boxes_layer(tab.viewer, image, ref)
@@ -114,10 +112,8 @@ def run_clicks(tab) -> Job | None:
     image = tab.image_layer()
     if image is None:
         return None
-    try:
-        ref = tab.current_ref(image)
-    except Sam3Error as exc:
-        notify_error(exc)
+    ref = tab.ref_or_notify(image)
+    if ref is None:
         return None
     clicks_layer, box_layer = prompt_layers(tab, image)
     xy = np.zeros((0, 2), np.float32)

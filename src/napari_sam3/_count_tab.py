@@ -157,10 +157,8 @@ class CountTab(PlaneTab):
     # ------------------------------------------------------------------ run
     def run_count(self) -> Job | None:
         image = self.image_layer()
-        try:
-            ref = self.current_ref(image)
-        except Sam3Error as exc:
-            notify_error(exc)
+        ref = self.ref_or_notify(image)
+        if ref is None:
             return None
         method = self.method_combo.currentText()
         diameter = self.diameter_spin.value() or None

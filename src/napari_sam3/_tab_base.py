@@ -77,6 +77,14 @@ class PlaneTab(QWidget):
         dims = self.viewer.dims
         return L.plane_ref(image, dims.point, dims.displayed, dims.ndisplay)
 
+    def ref_or_notify(self, image=None) -> L.PlaneRef | None:
+        """`current_ref`, or None after telling the user what to fix (a button's first step)."""
+        try:
+            return self.current_ref(image)
+        except Sam3Error as exc:
+            notify_error(exc)
+            return None
+
     def submit(self, make, desc: str, group: str, on_result, status: str | None = None) -> Job:
         """Run ``make`` on the shared runner (a newer run of ``group`` replaces this one), with
         progress in the status line and errors / cancellation reported by this tab."""

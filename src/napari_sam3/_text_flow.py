@@ -36,10 +36,8 @@ class TextResult:
 def run_text(tab) -> Job | None:
     """Run concepts (and exemplar boxes) on the current plane; a new Labels layer results."""
     image = tab.image_layer()
-    try:
-        ref = tab.current_ref(image)
-    except Sam3Error as exc:
-        notify_error(exc)
+    ref = tab.ref_or_notify(image)
+    if ref is None:
         return None
     concepts = [c.strip() for c in tab.concepts_edit.text().split(",") if c.strip()]
     boxes = np.zeros((0, 4), np.float32)
