@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sam3.core.counting import count_objects
-from napari_sam3.core.measure import match_labels, measure_labels
+from napari_sam3.core.counting.count import count_objects
+from napari_sam3.core.counting.tiling import objects_from_masks, stitch, tile_grid
+from napari_sam3.core.results.measure import match_labels, measure_labels
 from napari_sam3.core.synthetic import synthetic_nuclei
-from napari_sam3.core.tiling import objects_from_masks, stitch, tile_grid
 
 HERE = Path(__file__).resolve().parent
 

@@ -256,10 +256,10 @@ def parse_size(text: str) -> tuple[int, int, bool]:
 
 
 def run_suite(args, folder: Path) -> tuple[list[Row], dict]:
-    from napari_sam3.core import acceleration
-    from napari_sam3.core.counting import count_objects
-    from napari_sam3.core.engine import Sam3Engine
+    from napari_sam3.core.counting.count import count_objects
     from napari_sam3.core.images import Preprocessing, to_model_rgb
+    from napari_sam3.core.sam3 import acceleration
+    from napari_sam3.core.sam3.engine import Sam3Engine
 
     device = args.device
     dtype = parse_dtype(args.dtype)
@@ -420,15 +420,15 @@ def run_suite(args, folder: Path) -> tuple[list[Row], dict]:
 
 
 def _encode_fast(engine, pixel_values, mode):
-    from napari_sam3.core.acceleration import encode_vision
+    from napari_sam3.core.sam3.acceleration import encode_vision
 
     with torch.inference_mode():
         return encode_vision(engine.model.detector_model, pixel_values, mode)
 
 
 def tiled_rows(args, engine, plain, plane, label, timer, pre, acceleration) -> list[Row]:
+    from napari_sam3.core.counting.tiling import tile_grid
     from napari_sam3.core.images import to_model_rgb
-    from napari_sam3.core.tiling import tile_grid
 
     tiles = tile_grid(plane.shape[:2], TILE, TILE_OVERLAP)
     n_run = max(1, min(len(tiles), args.tiles))
@@ -466,8 +466,8 @@ def encoder_study(args, folder: Path) -> str:
     """
     from transformers import Sam3Model, Sam3Processor
 
-    from napari_sam3.core.acceleration import encode_vision
     from napari_sam3.core.images import Preprocessing, to_model_rgb
+    from napari_sam3.core.sam3.acceleration import encode_vision
 
     modes = args.modes
     detector = Sam3Model.from_pretrained(str(folder)).eval()
@@ -548,8 +548,8 @@ def heads_study(args, folder: Path) -> str:
     float32 heads on float32 features. This is what every further concept on an image costs."""
     from transformers import Sam3Model, Sam3Processor
 
-    from napari_sam3.core.acceleration import encode_vision, heads_autocast
     from napari_sam3.core.images import Preprocessing, to_model_rgb
+    from napari_sam3.core.sam3.acceleration import encode_vision, heads_autocast
 
     detector = Sam3Model.from_pretrained(str(folder)).eval()
     processor_ = Sam3Processor.from_pretrained(str(folder))
@@ -613,7 +613,7 @@ def memory_probe(args) -> None:
     dtype = parse_dtype(args.dtype)
     plane = image((768, 1024), seed=0)
     if args.memory_probe == "ours":
-        from napari_sam3.core.engine import Sam3Engine
+        from napari_sam3.core.sam3.engine import Sam3Engine
 
         engine = Sam3Engine.load(str(folder), device=args.device, dtype=dtype)
         engine.segment_text(plane, CONCEPTS[0], min_score=MIN_SCORE)

@@ -70,8 +70,8 @@ def full_size_engine(device: str = "cpu"):
         Sam3VideoModel,
     )
 
-    from napari_sam3.core.engine import Sam3Engine
-    from napari_sam3.core.model import LoadedModel
+    from napari_sam3.core.sam3.engine import Sam3Engine
+    from napari_sam3.core.sam3.loading import LoadedModel
     from napari_sam3.testing import tiny_vocab
 
     torch.manual_seed(0)
@@ -245,7 +245,7 @@ def layer_add_ab(viewer, tab, widget, rec, results, rounds: int) -> None:
 
     from napari.layers import Labels
 
-    from napari_sam3 import _layers as L
+    from napari_sam3._napari import layers as L
 
     res = tab.last_text
     if res is None or rounds <= 0:
@@ -313,7 +313,7 @@ def main(argv=None) -> int:
         engine = full_size_engine(args.device)
         print(f"built full-size model in {time.perf_counter() - t:.1f} s", flush=True)
     else:
-        from napari_sam3.core.engine import Sam3Engine
+        from napari_sam3.core.sam3.engine import Sam3Engine
         from napari_sam3.testing import tiny_checkpoint_dir
 
         engine = Sam3Engine.load(str(tiny_checkpoint_dir()), device=args.device)
@@ -400,7 +400,7 @@ def main(argv=None) -> int:
             ab[cond].append(round(engine.last_prompt_seconds, 2))
             print(json.dumps({"ab": cond, "round": r, "prompt_s": ab[cond][-1]}), flush=True)
     # Does torch see fewer threads inside a napari worker (one suspected cause of slow workers)?
-    from napari_sam3._worker import Job
+    from napari_sam3._qt.worker import Job
 
     seen = []
 

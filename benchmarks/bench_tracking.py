@@ -38,10 +38,10 @@ def main(argv=None) -> int:
     p.add_argument("--min-score", type=float, default=None)
     args = p.parse_args(argv)
 
-    from napari_sam3.core.engine import Sam3Engine
-    from napari_sam3.core.model import load_model
-    from napari_sam3.core.stack_tracking import track_stack
+    from napari_sam3.core.sam3.engine import Sam3Engine
+    from napari_sam3.core.sam3.loading import load_model
     from napari_sam3.core.synthetic import synthetic_nuclei
+    from napari_sam3.core.tracking.stack_tracking import track_stack
 
     folder = Path(args.checkpoint)
     if not (folder / "config.json").exists():

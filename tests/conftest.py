@@ -34,7 +34,7 @@ def tiny_checkpoint():
 @pytest.fixture(scope="session")
 def engine(tiny_checkpoint):
     """A Sam3Engine on the tiny checkpoint (cpu, float32), shared by the session."""
-    from napari_sam3.core.engine import Sam3Engine
+    from napari_sam3.core.sam3.engine import Sam3Engine
 
     return Sam3Engine.load(str(tiny_checkpoint), device="cpu")
 

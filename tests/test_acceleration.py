@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from napari_sam3.core import acceleration as acc
+from napari_sam3.core.sam3 import acceleration as acc
 
 
 def _rel(a, b):
@@ -141,8 +141,8 @@ def test_engine_uses_the_fast_path_when_asked(tiny_checkpoint, engine, monkeypat
     with the float32 engine (the shared fixture runs with the fast path off)."""
     import numpy as np
 
-    from napari_sam3.core.engine import Sam3Engine
-    from napari_sam3.core.model import load_model
+    from napari_sam3.core.sam3.engine import Sam3Engine
+    from napari_sam3.core.sam3.loading import load_model
 
     if not hasattr(engine, "cpu_fast_path"):
         pytest.skip("engine not integrated with core.acceleration yet")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_sam3.core.candidates import TABLE_COLUMNS, Candidates, boxes_from_masks
+from napari_sam3.core.results.candidates import TABLE_COLUMNS, Candidates, boxes_from_masks
 
 
 def square(shape, y0, x0, size):

@@ -17,7 +17,7 @@ import tifffile
 from napari_sam3.batch.track_inputs import read_stacks
 from napari_sam3.cli import main
 from napari_sam3.core.errors import Sam3Error
-from napari_sam3.core.stack_tracking import TRACK_COLUMNS, track_stack
+from napari_sam3.core.tracking.stack_tracking import TRACK_COLUMNS, track_stack
 from napari_sam3.io import read_labels_tiff, read_table_csv
 
 FRAMES, H, W = 3, 40, 52
@@ -90,7 +90,7 @@ def first_run(inputs, video_checkpoint, tmp_path_factory):
 
 
 def test_track_writes_what_track_stack_gives(first_run, inputs, video_checkpoint):
-    from napari_sam3.core.engine import Sam3Engine
+    from napari_sam3.core.sam3.engine import Sam3Engine
 
     out, code, err = first_run
     _, img = inputs
@@ -147,7 +147,7 @@ def test_rerun_skips_complete_and_never_overwrites(
     def no_tracking(*args, **kwargs):
         raise AssertionError("a complete stack was tracked again")
 
-    monkeypatch.setattr("napari_sam3.core.stack_tracking.iter_track_stack", no_tracking)
+    monkeypatch.setattr("napari_sam3.core.tracking.stack_tracking.iter_track_stack", no_tracking)
     code, err = track([d / "movie.tif"], out, video_checkpoint)
     assert code == 0, err
     assert "0 done, 1 already complete, 0 failed" in err

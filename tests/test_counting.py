@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_sam3.core.candidates import Candidates
-from napari_sam3.core.counting import CountResult, count_objects, count_stack, iter_count
-from napari_sam3.core.diameter import estimate_diameter
+from napari_sam3.core.classical.diameter import estimate_diameter
+from napari_sam3.core.classical.resolution import block_mean, upsample_labels
+from napari_sam3.core.counting.count import CountResult, count_objects, count_stack, iter_count
+from napari_sam3.core.counting.tiling import tile_grid
 from napari_sam3.core.errors import Cancelled, Sam3Error
-from napari_sam3.core.measure import count_distinct, match_labels, measure_labels
 from napari_sam3.core.progress import Progress, run_to_end
-from napari_sam3.core.resolution import block_mean, upsample_labels
+from napari_sam3.core.results.candidates import Candidates
+from napari_sam3.core.results.measure import count_distinct, match_labels, measure_labels
 from napari_sam3.core.synthetic import synthetic_nuclei
-from napari_sam3.core.tiling import tile_grid
 from napari_sam3.io.tables import write_table_csv
 
 
@@ -186,7 +186,7 @@ def test_write_table_csv_roundtrip(tmp_path, counted):
 
 
 def test_measure_columns_are_the_shared_ones(counted):
-    from napari_sam3.core.columns import MEASURE_COLUMNS, PHYSICAL_COLUMNS
+    from napari_sam3.core.results.columns import MEASURE_COLUMNS, PHYSICAL_COLUMNS
 
     assert tuple(counted.table.columns[: len(MEASURE_COLUMNS)]) == MEASURE_COLUMNS
     lab = np.zeros((8, 8), np.uint16)
@@ -475,7 +475,7 @@ def test_pure_noise_is_flagged_unreliable(counted):
 def test_steepest_ascent_basins_match_watershed():
     from skimage.segmentation import watershed
 
-    from napari_sam3.core.watershed import ascend_basins
+    from napari_sam3.core.classical.watershed import ascend_basins
 
     yy, xx = np.mgrid[:40, :60].astype(np.float32)
     surf = np.exp(-((yy - 20) ** 2 + (xx - 18) ** 2) / 60) + 0.8 * np.exp(
@@ -494,7 +494,7 @@ def test_steepest_ascent_basins_match_watershed():
 
 
 def test_shallow_basins_merge_deep_ones_stay():
-    from napari_sam3.core.watershed import merge_shallow_basins
+    from napari_sam3.core.classical.watershed import merge_shallow_basins
 
     surf = np.array([[1.0, 0.999, 1.0, 0.5, 1.0]], np.float32)
     lab = np.array([[1, 1, 2, 2, 3]], np.int32)

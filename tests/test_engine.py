@@ -6,14 +6,14 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_sam3.core.cache import FeatureCache, make_key
-from napari_sam3.core.candidates import Candidates, boxes_from_masks
-from napari_sam3.core.encoded import expand_vision
-from napari_sam3.core.engine import EncodedImage, Sam3Engine
 from napari_sam3.core.errors import Cancelled, Sam3Error
 from napari_sam3.core.images import Preprocessing
 from napari_sam3.core.progress import Progress, run_to_end
 from napari_sam3.core.prompts import NonEnglishPromptWarning, parse_concepts
+from napari_sam3.core.results.candidates import Candidates, boxes_from_masks
+from napari_sam3.core.sam3.encoded_image import expand_vision
+from napari_sam3.core.sam3.engine import EncodedImage, Sam3Engine
+from napari_sam3.core.sam3.feature_cache import FeatureCache, make_key
 
 _seed = iter(range(1000, 100000))
 

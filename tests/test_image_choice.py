@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
 
-from napari_sam3._image_choice import ImageChoice, fill_combo, unwatch, watch_layer_list
+from napari_sam3._qt.image_choice import ImageChoice, fill_combo, unwatch, watch_layer_list
 
 pytestmark = pytest.mark.gui
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from napari.layers import Labels, Points
 
-from napari_sam3 import _layer_builder as B
+from napari_sam3._napari import layer_builder as B
+from napari_sam3._qt.worker import next_turn
 from napari_sam3._widget import Sam3Widget
 
 pytestmark = pytest.mark.gui
@@ -88,7 +89,7 @@ def test_count_layers_are_built_off_the_main_thread(qtbot, widget, built_in):
 
 def test_adder_appends_one_layer_per_event_loop_turn(qtbot, make_napari_viewer):
     viewer = make_napari_viewer()
-    adder = B.LayerAdder(viewer)
+    adder = B.LayerAdder(viewer, next_turn)
     first, second, dropped, third = (
         Labels(np.zeros((4, 4), np.uint8), name=n) for n in ("first", "second", "dropped", "third")
     )

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_sam3 import _layers as L
-from napari_sam3.core.candidates import Candidates
+from napari_sam3._napari import layers as L
 from napari_sam3.core.errors import Sam3Error
+from napari_sam3.core.results.candidates import Candidates
 
 
 def _disk(shape, cy, cx, r):

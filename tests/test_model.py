@@ -9,9 +9,9 @@ import threading
 import pytest
 import torch
 
-from napari_sam3.core import model as model_mod
 from napari_sam3.core.errors import Sam3Error
-from napari_sam3.core.model import (
+from napari_sam3.core.sam3 import loading as model_mod
+from napari_sam3.core.sam3.loading import (
     ACCESS_FIX,
     check_folder,
     load_model,
@@ -271,7 +271,7 @@ def test_unload_all_frees(tiny_checkpoint, private_cache):
     import gc
     import weakref
 
-    from napari_sam3.core.engine import Sam3Engine
+    from napari_sam3.core.sam3.engine import Sam3Engine
 
     engine = Sam3Engine.load(str(tiny_checkpoint), device="cpu")
     assert Sam3Engine.load(str(tiny_checkpoint), device="cpu") is engine
@@ -292,8 +292,8 @@ def test_env_var_source(tiny_checkpoint, monkeypatch):
 def test_import_is_light():
     """Importing the package and the core modules does not import torch or transformers."""
     code = (
-        "import sys, napari_sam3, napari_sam3.core.model, napari_sam3.core.engine, "
-        "napari_sam3.core.cache, napari_sam3.core.prompts, napari_sam3.testing;"
+        "import sys, napari_sam3, napari_sam3.core.sam3.loading, napari_sam3.core.sam3.engine, "
+        "napari_sam3.core.sam3.feature_cache, napari_sam3.core.prompts, napari_sam3.testing;"
         "heavy = [m for m in ('torch', 'transformers') if m in sys.modules];"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

@@ -10,9 +10,9 @@ import tifffile
 
 from napari_sam3.batch import process
 from napari_sam3.cli import build_parser, main, settings_from_args
-from napari_sam3.core.candidates import Candidates
 from napari_sam3.core.errors import Sam3Error
-from napari_sam3.core.refine import (
+from napari_sam3.core.results.candidates import Candidates
+from napari_sam3.core.results.refine import (
     REFINEMENT_LEVELS,
     check_level,
     filter_candidates,

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from napari_sam3._sample_data import make_nuclei_sample, make_nuclei_sample_with_labels
-from napari_sam3.core.measure import measure_labels
+from napari_sam3.core.results.measure import measure_labels
 from napari_sam3.core.synthetic import synthetic_nuclei
 
 

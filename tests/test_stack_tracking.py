@@ -14,7 +14,7 @@ import torch
 from napari_sam3.core.errors import Cancelled, Sam3Error
 from napari_sam3.core.images import to_model_rgb
 from napari_sam3.core.progress import run_to_end
-from napari_sam3.core.stack_tracking import (
+from napari_sam3.core.tracking.stack_tracking import (
     TRACK_COLUMNS,
     _paint,
     _table,
@@ -35,7 +35,7 @@ def video_checkpoint():
 @pytest.fixture(scope="module")
 def video_engine(video_checkpoint):
     """An engine on the video-capable tiny checkpoint (cpu, float32 like the `engine` fixture)."""
-    from napari_sam3.core.engine import Sam3Engine
+    from napari_sam3.core.sam3.engine import Sam3Engine
 
     return Sam3Engine.load(str(video_checkpoint), device="cpu")
 
@@ -294,8 +294,8 @@ def test_parity_with_transformers_video(video_engine, reference_video, stack, st
 def test_bf16_fast_path_tracks_close_to_float32(video_checkpoint, stack, tracked, monkeypatch):
     """NAPARI_SAM3_CPU_FAST=bf16 runs each frame under bf16 autocast (as SAM3's own video
     predictor does on GPUs); on the same weights the label stack stays close to float32."""
-    from napari_sam3.core.engine import Sam3Engine
-    from napari_sam3.core.model import load_model
+    from napari_sam3.core.sam3.engine import Sam3Engine
+    from napari_sam3.core.sam3.loading import load_model
 
     monkeypatch.setenv("NAPARI_SAM3_CPU_FAST", "bf16")
     fast = Sam3Engine(load_model(str(video_checkpoint), device="cpu"))

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_sam3.core.synthetic import synthetic_nuclei
-from napari_sam3.core.tiling import (
+from napari_sam3.core.counting.tiling import (
     Tile,
     choose_tile_size,
     exemplar_strip,
@@ -12,6 +11,7 @@ from napari_sam3.core.tiling import (
     stitch,
     tile_grid,
 )
+from napari_sam3.core.synthetic import synthetic_nuclei
 
 
 @pytest.mark.parametrize(

@@ -243,8 +243,8 @@ def test_rgb_channel_choice(qtbot, sam3):
 def test_load_error_is_notified_and_widget_stays_usable(qtbot, sam3, tmp_path, monkeypatch):
     viewer, widget, _ = sam3
     errors = []
-    monkeypatch.setattr("napari_sam3._text_flow.notify_error", lambda e: errors.append(e))
-    monkeypatch.setattr("napari_sam3._tab_base.notify_error", lambda e: errors.append(e))
+    monkeypatch.setattr("napari_sam3._qt.text_flow.notify_error", lambda e: errors.append(e))
+    monkeypatch.setattr("napari_sam3._qt.tab_base.notify_error", lambda e: errors.append(e))
     monkeypatch.setattr("napari_sam3._widget.notify_error", lambda e: errors.append(e))
     good = widget.model_edit.text()
     widget.model_edit.setText(str(tmp_path / "no-such-model"))
@@ -301,7 +301,7 @@ def test_exemplar_boxes_then_box_prompt(qtbot, sam3):
 def test_shortcuts_on_prompt_and_candidate_layers(qtbot, sam3):
     from app_model.types import KeyBinding
 
-    from napari_sam3 import _prompt_layers as P
+    from napari_sam3._napari import prompt_layers as P
 
     viewer, widget, _ = sam3
     viewer.add_image(_image(seed=9), name="cells")

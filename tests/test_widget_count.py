@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from napari_sam3._widget import Sam3Widget
-from napari_sam3.core.counting import count_objects
+from napari_sam3.core.counting.count import count_objects
 from napari_sam3.core.synthetic import synthetic_nuclei
 
 pytestmark = pytest.mark.gui
@@ -75,8 +75,8 @@ def test_sam3_count_per_concept_on_slice(qtbot, counter):
 def test_count_error_is_notified(qtbot, counter, monkeypatch):
     viewer, widget, _ = counter
     errors = []
-    monkeypatch.setattr("napari_sam3._count_tab.notify_error", errors.append)
-    monkeypatch.setattr("napari_sam3._tab_base.notify_error", errors.append)
+    monkeypatch.setattr("napari_sam3._qt.count_tab.notify_error", errors.append)
+    monkeypatch.setattr("napari_sam3._qt.tab_base.notify_error", errors.append)
     viewer.add_image(np.full((32, 32), np.nan), name="tiny")
     tab = widget.count_tab
     tab.refresh_layer_choices()

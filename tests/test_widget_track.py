@@ -47,8 +47,8 @@ def test_track_button_follows_the_image(sam3):
 
 
 def test_track_through_slices_makes_one_stack_layer(qtbot, sam3, video_checkpoint):
-    from napari_sam3.core.engine import Sam3Engine
-    from napari_sam3.core.stack_tracking import track_stack
+    from napari_sam3.core.sam3.engine import Sam3Engine
+    from napari_sam3.core.tracking.stack_tracking import track_stack
 
     viewer, widget = sam3
     tab = widget.segment_tab

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from napari_sam3._worker import EngineHolder, Job, JobRunner, error_message
+from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, error_message
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.progress import Progress
 

@@ -6,15 +6,15 @@ The public API is small; importing this package loads neither torch nor napari. 
 
 from importlib import import_module
 
-from .core.candidates import Candidates
-from .core.errors import Cancelled, Sam3Error
-from .core.images import Preprocessing
+from napari_sam3.core.errors import Cancelled, Sam3Error
+from napari_sam3.core.images import Preprocessing
+from napari_sam3.core.results.candidates import Candidates
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Sam3Engine": "napari_sam3.core.engine",
-    "count_objects": "napari_sam3.core.counting",
+    "Sam3Engine": "napari_sam3.core.sam3.engine",
+    "count_objects": "napari_sam3.core.counting.count",
     "make_tiny_checkpoint": "napari_sam3.testing",
 }
 

@@ -11,7 +11,7 @@ PIXEL_SIZE_UM = 0.65  # a 10x widefield objective on a 6.5 um camera pixel
 
 def make_nuclei_sample():
     """napari sample: [(image, {"name", "scale", ...}, "image")], 512x512 uint16 nuclei."""
-    from .core.synthetic import synthetic_nuclei
+    from napari_sam3.core.synthetic import synthetic_nuclei
 
     image, _ = synthetic_nuclei((512, 512), seed=0, diameter=18.0, coverage=0.5, touching=0.75)
     meta = {
@@ -30,7 +30,7 @@ def make_nuclei_sample():
 
 def make_nuclei_sample_with_labels():
     """The same image plus its ground-truth labels (for tutorials and tests)."""
-    from .core.synthetic import synthetic_nuclei
+    from napari_sam3.core.synthetic import synthetic_nuclei
 
     image, labels = synthetic_nuclei((512, 512), seed=0, diameter=18.0, coverage=0.5, touching=0.75)
     scale = (PIXEL_SIZE_UM, PIXEL_SIZE_UM)

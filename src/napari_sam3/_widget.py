@@ -20,8 +20,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._segment_tab import SegmentTab
-from ._worker import EngineHolder, Job, JobRunner, notify_error
+from napari_sam3._qt.segment_tab import SegmentTab
+from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, notify_error
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -155,7 +155,7 @@ class Sam3Widget(QWidget):
 
 def _make_count_tab(widget: Sam3Widget) -> QWidget:
     try:
-        from ._count_tab import CountTab
+        from napari_sam3._qt.count_tab import CountTab
     except ImportError as exc:  # counting core not available yet
         placeholder = QLabel(f"Counting is not available: {exc}")
         placeholder.setWordWrap(True)

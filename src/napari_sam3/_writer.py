@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io.tables import table_from_labels, to_export_columns, write_table_csv
-from .io.tiff import write_labels_tiff
+from napari_sam3.io.tables import table_from_labels, to_export_columns, write_table_csv
+from napari_sam3.io.tiff import write_labels_tiff
 
 
 def write_labels(path: str, data, attributes: dict) -> list[str]:

@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 
-from .core.errors import Sam3Error
+from napari_sam3.core.errors import Sam3Error
 
 EXAMPLES = """\
 examples:
@@ -75,7 +75,7 @@ def _run_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from napari_sam3 import __version__
 
     parser = argparse.ArgumentParser(
         prog="napari-sam3",
@@ -210,8 +210,8 @@ def _add_track_parser(sub, run_options) -> None:
 
 def track_settings_from_args(args):
     """`batch.track.TrackSettings` of a ``track`` command line; `Sam3Error` for bad options."""
-    from .batch.settings import parse_prompts
-    from .batch.track_settings import TrackSettings, parse_axis
+    from napari_sam3.batch.settings import parse_prompts
+    from napari_sam3.batch.track_settings import TrackSettings, parse_axis
 
     prompts = parse_prompts(args.prompt)
     if not prompts:
@@ -232,8 +232,8 @@ def track_settings_from_args(args):
 
 
 def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily below
-    from .batch.settings import BatchSettings, parse_box, parse_prompts
-    from .io.export import parse_formats
+    from napari_sam3.batch.settings import BatchSettings, parse_box, parse_prompts
+    from napari_sam3.io.export import parse_formats
 
     prompts = parse_prompts(args.prompt)
     try:
@@ -292,11 +292,11 @@ def _run(args, argv) -> int:
     if args.workers is not None and args.workers < 1:
         raise Sam3Error("--workers must be at least 1.")
     if args.command == "track":
-        from .batch.track import run_track as run
+        from napari_sam3.batch.track import run_track as run
 
         settings, what = track_settings_from_args(args), "stack(s)"
     else:
-        from .batch.runner import run_batch as run
+        from napari_sam3.batch.runner import run_batch as run
 
         settings, what = settings_from_args(args), "plane(s)"
     report = run(

@@ -7,7 +7,7 @@ and a tracker part, weights saved with ``save_pretrained`` (keys ``detector_mode
 results are reproducible but meaningless. Use it to test plumbing, never accuracy::
 
     from napari_sam3.testing import make_tiny_checkpoint
-    from napari_sam3.core.engine import Sam3Engine
+    from napari_sam3.core.sam3.engine import Sam3Engine
 
     path = make_tiny_checkpoint(tmp_path / "sam3-tiny")
     engine = Sam3Engine.load(path, device="cpu")

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import Sam3Error
-from ..core.refine import check_level, filter_candidates, refine_label_image
-from ..io.export import export_plane, output_paths
-from ..io.manifest import provenance
-from ..io.readers import iter_planes
-from ..io.tables import table_from_labels
-from . import records
-from .records import RecordState
-from .settings import BatchSettings
+from napari_sam3.batch import records
+from napari_sam3.batch.records import RecordState
+from napari_sam3.batch.settings import BatchSettings
+from napari_sam3.core.errors import Sam3Error
+from napari_sam3.core.results.refine import check_level, filter_candidates, refine_label_image
+from napari_sam3.io.export import export_plane, output_paths
+from napari_sam3.io.manifest import provenance
+from napari_sam3.io.readers import iter_planes
+from napari_sam3.io.tables import table_from_labels
 
 
 class ModelLoadError(Sam3Error):
@@ -187,7 +187,7 @@ def _process_plane(
 # ------------------------------------------------------------------------------------------ model
 def get_engine(settings: BatchSettings):
     """The process's engine for these settings (loaded once, then cached by core.engine)."""
-    from ..core.engine import Sam3Engine
+    from napari_sam3.core.sam3.engine import Sam3Engine
 
     try:
         engine = Sam3Engine.load(settings.model, device=settings.device)
@@ -241,7 +241,7 @@ def _count(plane, settings: BatchSettings, on_progress=None):
     if settings.method == "sam3":
         tile = "auto" if settings.tile is None else tile_option(settings.tile)
         return _count_sam3(plane, settings, get_engine(settings), tile, on_progress)
-    from ..core.counting import iter_count
+    from napari_sam3.core.counting.count import iter_count
 
     result = _drive(
         iter_count(plane.data, "classical", diameter=settings.diameter, rgb=plane.rgb),
@@ -253,7 +253,7 @@ def _count(plane, settings: BatchSettings, on_progress=None):
 
 
 def _count_sam3(plane, settings: BatchSettings, engine, tile, on_progress):
-    from ..core.counting import iter_count
+    from napari_sam3.core.counting.count import iter_count
 
     ex_boxes, ex_labels = settings.exemplar_boxes()
     gen = iter_count(
@@ -287,7 +287,7 @@ def _table_with(table, src):
 
 def _drive(gen, stem: str, on_progress):
     """Run a core progress generator, forwarding its messages (tiles, planes) to the progress bar."""
-    from ..core.progress import run_to_end
+    from napari_sam3.core.progress import run_to_end
 
     def show(p):
         if on_progress is not None:

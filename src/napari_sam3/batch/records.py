@@ -15,8 +15,8 @@ import json
 import os
 from pathlib import Path
 
-from ..io.atomic import file_digest, write_json
-from ..io.manifest import now_iso
+from napari_sam3.io.atomic import file_digest, write_json
+from napari_sam3.io.manifest import now_iso
 
 DONE_DIR = ".done"
 

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.errors import Sam3Error
-from ..io.atomic import clean_stale_temporaries, write_json
-from ..io.coco import merge_coco
-from ..io.manifest import now_iso, package_versions
-from ..io.pairs import pair_entry, update_pairs_manifest
-from ..io.readers import expand_inputs, file_base
-from ..io.tables import write_table_csv
-from . import records
-from .process import FileJob, process_file
-from .settings import BatchSettings
+from napari_sam3.batch import records
+from napari_sam3.batch.process import FileJob, process_file
+from napari_sam3.batch.settings import BatchSettings
+from napari_sam3.core.errors import Sam3Error
+from napari_sam3.io.atomic import clean_stale_temporaries, write_json
+from napari_sam3.io.coco import merge_coco
+from napari_sam3.io.manifest import now_iso, package_versions
+from napari_sam3.io.pairs import pair_entry, update_pairs_manifest
+from napari_sam3.io.readers import expand_inputs, file_base
+from napari_sam3.io.tables import write_table_csv
 
 RUN_MANIFEST = "manifest.json"
 RUN_TOOL = "napari-sam3 batch"

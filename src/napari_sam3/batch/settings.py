@@ -62,7 +62,7 @@ class BatchSettings:
     def model_label(self) -> str | None:
         if self.method != "sam3":
             return None
-        from ..core.model import resolve_source
+        from napari_sam3.core.sam3.loading import resolve_source
 
         try:
             return resolve_source(self.model)

@@ -27,17 +27,24 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.errors import Sam3Error
-from ..io.atomic import clean_stale_temporaries, write_json
-from ..io.manifest import now_iso, package_versions, provenance
-from ..io.tables import write_table_csv
-from ..io.tiff import write_labels_tiff
-from . import records
-from .process import FileJob, ModelLoadError
-from .records import RecordState
-from .runner import BatchReport, check_out_dir, plan_jobs, progress_bar, run_on_dask, take_results
-from .track_inputs import StackInput, read_stacks
-from .track_settings import TrackSettings
+from napari_sam3.batch import records
+from napari_sam3.batch.process import FileJob, ModelLoadError
+from napari_sam3.batch.records import RecordState
+from napari_sam3.batch.runner import (
+    BatchReport,
+    check_out_dir,
+    plan_jobs,
+    progress_bar,
+    run_on_dask,
+    take_results,
+)
+from napari_sam3.batch.track_inputs import StackInput, read_stacks
+from napari_sam3.batch.track_settings import TrackSettings
+from napari_sam3.core.errors import Sam3Error
+from napari_sam3.io.atomic import clean_stale_temporaries, write_json
+from napari_sam3.io.manifest import now_iso, package_versions, provenance
+from napari_sam3.io.tables import write_table_csv
+from napari_sam3.io.tiff import write_labels_tiff
 
 TOOL = "napari-sam3 track"
 TRACK_MANIFEST = "tracks_manifest.json"
@@ -66,8 +73,8 @@ class _Engine:
 
     def __call__(self):
         if self._engine is None:
-            from ..core.engine import Sam3Engine
-            from ..core.video_session import check_video_capable
+            from napari_sam3.core.sam3.engine import Sam3Engine
+            from napari_sam3.core.tracking.video_session import check_video_capable
 
             try:
                 engine = Sam3Engine.load(self.settings.model, device=self.settings.device)
@@ -217,8 +224,8 @@ def _entry(stem: str, source, slice_label: str = "") -> dict:
 
 
 def _track_stack(stack: StackInput, settings, out: Path, engine, on_progress, owned) -> dict:
-    from ..core.progress import run_to_end
-    from ..core.stack_tracking import iter_track_stack
+    from napari_sam3.core.progress import run_to_end
+    from napari_sam3.core.tracking.stack_tracking import iter_track_stack
 
     base = _entry(stack.stem, stack.source, stack.slice_label)
     key = record_key(stack.stem)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import Sam3Error
-from ..io.readers import AXIS_TAG, TIFF_SUFFIXES, image_suffix, normalise_axes, read_image
+from napari_sam3.core.errors import Sam3Error
+from napari_sam3.io.readers import AXIS_TAG, TIFF_SUFFIXES, image_suffix, normalise_axes, read_image
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,8 @@ def _z_spacing(path: Path) -> float | None:
     """The z spacing a TIFF records (ImageJ ``spacing``, OME, our JSON), None when it has none."""
     if image_suffix(path) not in TIFF_SUFFIXES:
         return None
-    from ..io._files import open_tiff
-    from ..io.tiff import tiff_scale
+    from napari_sam3.io._files import open_tiff
+    from napari_sam3.io.tiff import tiff_scale
 
     try:
         with open_tiff(path) as tif:

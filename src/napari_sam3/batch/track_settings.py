@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from ..core.errors import Sam3Error
+from napari_sam3.core.errors import Sam3Error
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class TrackSettings:
     overwrite: bool = False
 
     def model_label(self) -> str:
-        from ..core.model import resolve_source
+        from napari_sam3.core.sam3.loading import resolve_source
 
         try:
             return resolve_source(self.model)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import Sam3Error
+from napari_sam3.core.errors import Sam3Error
 
 MIN_SIDE = 8  # smaller planes carry no object SAM3 could see
 

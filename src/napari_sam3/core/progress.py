@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .errors import Cancelled
+from napari_sam3.core.errors import Cancelled
 
 T = TypeVar("T")
 

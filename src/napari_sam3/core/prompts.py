@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .errors import Sam3Error
+from napari_sam3.core.errors import Sam3Error
 
 _SPLIT = re.compile(r"[,;\n\r]+")
 _SPACES = re.compile(r"\s+")

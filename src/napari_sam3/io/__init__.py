@@ -3,8 +3,8 @@
 Nothing here imports Qt or napari.
 """
 
-from .atomic import atomic_path, file_digest, write_json
-from .coco import (
+from napari_sam3.io.atomic import atomic_path, file_digest, write_json
+from napari_sam3.io.coco import (
     candidates_from_coco,
     coco_from_candidates,
     coco_from_labels,
@@ -12,19 +12,19 @@ from .coco import (
     merge_coco,
     write_coco,
 )
-from .export import FORMATS, export_plane, parse_formats
-from .manifest import package_versions, provenance
-from .pairs import export_training_pair, read_pair, read_pairs_manifest
-from .png import read_labels_png, write_labels_png
-from .readers import Plane, expand_inputs, iter_planes, read_image
-from .tables import (
+from napari_sam3.io.export import FORMATS, export_plane, parse_formats
+from napari_sam3.io.manifest import package_versions, provenance
+from napari_sam3.io.pairs import export_training_pair, read_pair, read_pairs_manifest
+from napari_sam3.io.png import read_labels_png, write_labels_png
+from napari_sam3.io.readers import Plane, expand_inputs, iter_planes, read_image
+from napari_sam3.io.tables import (
     OBJECT_COLUMNS,
     objects_table,
     read_table_csv,
     table_from_labels,
     write_table_csv,
 )
-from .tiff import TiffLabels, read_labels_tiff, write_image_tiff, write_labels_tiff
+from napari_sam3.io.tiff import TiffLabels, read_labels_tiff, write_image_tiff, write_labels_tiff
 
 __all__ = [
     "FORMATS",

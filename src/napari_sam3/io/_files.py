@@ -6,7 +6,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from ..core.errors import Sam3Error
+from napari_sam3.core.errors import Sam3Error
 
 
 @contextlib.contextmanager

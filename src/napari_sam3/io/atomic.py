@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..core.errors import Sam3Error
+from napari_sam3.core.errors import Sam3Error
 
 TMP_PREFIX = ".sam3tmp-"
 _UMASK = os.umask(0)

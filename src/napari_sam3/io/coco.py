@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.candidates import Candidates
-from ..core.errors import Sam3Error
-from .atomic import write_json
+from napari_sam3.core.errors import Sam3Error
+from napari_sam3.core.results.candidates import Candidates
+from napari_sam3.io.atomic import write_json
 
 
 def encode_mask(mask: np.ndarray) -> dict:
@@ -213,7 +213,7 @@ def candidates_from_coco(coco: dict | str | os.PathLike, image_id: int = 1) -> C
 
 
 def _info(dated: bool = True) -> dict:
-    from .. import __version__
+    from napari_sam3 import __version__
 
     info = {"description": "napari-sam3 export", "version": __version__}
     if dated:

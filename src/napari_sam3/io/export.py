@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.candidates import Candidates
-from ..core.errors import Sam3Error
-from .atomic import check_writable, write_json
-from .coco import coco_from_candidates, coco_from_labels
-from .pairs import pair_paths, write_pair_files
-from .png import write_labels_png
-from .tables import objects_table, table_from_labels, write_table_csv
-from .tiff import write_labels_tiff
+from napari_sam3.core.errors import Sam3Error
+from napari_sam3.core.results.candidates import Candidates
+from napari_sam3.io.atomic import check_writable, write_json
+from napari_sam3.io.coco import coco_from_candidates, coco_from_labels
+from napari_sam3.io.pairs import pair_paths, write_pair_files
+from napari_sam3.io.png import write_labels_png
+from napari_sam3.io.tables import objects_table, table_from_labels, write_table_csv
+from napari_sam3.io.tiff import write_labels_tiff
 
 FORMATS = ("tiff", "png", "coco", "pairs")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import Sam3Error
-from .atomic import check_writable, write_json
-from .tiff import read_labels_tiff, write_image_tiff, write_labels_tiff
+from napari_sam3.core.errors import Sam3Error
+from napari_sam3.io.atomic import check_writable, write_json
+from napari_sam3.io.tiff import read_labels_tiff, write_image_tiff, write_labels_tiff
 
 MANIFEST = "manifest.json"
 

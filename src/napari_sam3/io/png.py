@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import Sam3Error
-from .atomic import atomic_path
+from napari_sam3.core.errors import Sam3Error
+from napari_sam3.io.atomic import atomic_path
 
 
 def write_labels_png(

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import Sam3Error
-from ._files import check_file, open_tiff, short_error
-from .tiff import tiff_scale
+from napari_sam3.core.errors import Sam3Error
+from napari_sam3.io._files import check_file, open_tiff, short_error
+from napari_sam3.io.tiff import tiff_scale
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -14,9 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.candidates import Candidates
-from ..core.columns import EXTRA_COLUMNS, FLOAT_COLUMNS, OBJECT_COLUMNS, PHYSICAL_COLUMNS
-from .atomic import atomic_path
+from napari_sam3.core.results.candidates import Candidates
+from napari_sam3.core.results.columns import (
+    EXTRA_COLUMNS,
+    FLOAT_COLUMNS,
+    OBJECT_COLUMNS,
+    PHYSICAL_COLUMNS,
+)
+from napari_sam3.io.atomic import atomic_path
 
 
 def objects_table(

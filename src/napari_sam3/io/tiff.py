@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import Sam3Error
-from ._files import open_tiff
-from .atomic import atomic_path
+from napari_sam3.core.errors import Sam3Error
+from napari_sam3.io._files import open_tiff
+from napari_sam3.io.atomic import atomic_path
 
 COMPRESSION = "zlib"  # Adobe deflate: Fiji, QuPath, tifffile and libtiff all read it
 _UNIT_TO_CM = {"micron": 1e-4, "um": 1e-4, "µm": 1e-4, "nm": 1e-7, "mm": 0.1, "cm": 1.0}

@@ -1,0 +1,106 @@
+"""Count results -> layer data for the Count tab: one plane, or every slice of a stack.
+
+Runs in the worker (no Qt): label images shaped for the placed layer, centroid points, the table
+(``index`` is napari's label-to-row key) and, for stacks, ids offset so they are unique across slices.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from napari_sam3._napari import layers as L
+
+
+def count_name(ref: L.PlaneRef, method: str, all_slices: bool = False) -> str:
+    """The Labels layer name of a count (its centroids layer adds " centroids")."""
+    if all_slices:
+        return f"{ref.layer_name} count ({method}) all slices"
+    return f"{ref.layer_name} count ({method}){ref.slice_text()}"
+
+
+def prepare_count(result, ref: L.PlaneRef, image_name: str) -> dict:
+    """Layer data for a `CountResult` on ``ref``'s plane (runs in the worker)."""
+    table = result.table.copy()
+    table.insert(0, "index", table["label"].to_numpy())
+    if ref.index:
+        table["slice"] = [",".join(map(str, ref.index))] * len(table)
+    labels = np.asarray(result.labels).reshape(ref.label_shape())
+    lead = np.zeros((len(table), len(ref.index)))
+    yx = table[["centroid_y", "centroid_x"]].to_numpy(dtype=float).reshape(-1, 2)
+    points = np.concatenate([lead, yx], axis=1)  # in the placed layer's data coordinates
+    return {"result": result, "labels": labels, "table": table, "points": points}
+
+
+def slice_indices(ref: L.PlaneRef, data) -> list[tuple[int, ...]]:
+    """Every slice of the stack ``ref`` belongs to: positions on the leading (non-displayed) axes."""
+    shape = tuple(int(s) for s in L._level0(data).shape)
+    return [tuple(int(i) for i in idx) for idx in np.ndindex(*shape[: len(ref.index)])]
+
+
+def slice_value(index: tuple[int, ...]):
+    """The ``slice`` column value: the index for one leading axis, ``"t,z"`` text for more."""
+    return index[0] if len(index) == 1 else ",".join(map(str, index))
+
+
+def prepare_count_stack(results: list, indices: list[tuple[int, ...]], ref: L.PlaneRef) -> dict:
+    """Layer data for per-slice `CountResult` s (runs in the worker).
+
+    Label ids are offset per slice so they are unique across the stack, and the table's ``label`` /
+    ``index`` hold the offset ids (``slice_label`` the slice's own id), so feature rows match ids.
+    """
+    lead_shape = tuple(int(n) + 1 for n in np.max(np.asarray(indices), axis=0))
+    total_ids = 0
+    tables, planes = [], []
+    for res, idx in zip(results, indices, strict=True):
+        plane = np.asarray(res.labels)
+        top = max(int(plane.max(initial=0)), int(res.table["label"].max()) if len(res.table) else 0)
+        table = res.table.copy()
+        table.insert(0, "slice_label", table["label"].to_numpy())
+        table["label"] = table["label"].to_numpy() + total_ids
+        table.insert(0, "index", table["label"].to_numpy())
+        table.insert(1, "slice", [slice_value(idx)] * len(table))
+        tables.append(table)
+        planes.append((plane, total_ids))
+        total_ids += top
+    dtype = np.int32 if total_ids <= np.iinfo(np.int32).max else np.int64
+    labels = np.zeros(lead_shape + tuple(ref.shape), dtype=dtype)
+    for (plane, offset), idx in zip(planes, indices, strict=True):
+        labels[idx] = np.where(plane > 0, plane.astype(dtype) + offset, 0)
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"index": []})
+    lead = np.zeros((0, len(ref.index)))
+    for res, idx in zip(results, indices, strict=True):
+        lead = np.concatenate([lead, np.tile(np.asarray(idx, float), (len(res.table), 1))])
+    yx = table[["centroid_y", "centroid_x"]].to_numpy(dtype=float).reshape(-1, 2)
+    counts: dict[str, int] = {}
+    for res in results:
+        for k, v in res.counts.items():
+            counts[k] = counts.get(k, 0) + v
+    diameters = [r.diameter for r in results if np.isfinite(r.diameter)]
+    return {
+        "results": results,
+        "indices": indices,
+        "slice_counts": [int(r.count) for r in results],
+        "count": int(sum(r.count for r in results)),
+        "counts": counts,
+        "diameter": float(np.median(diameters)) if diameters else float("nan"),
+        "warnings": [
+            f"slice {slice_value(idx)}: {w}"
+            for r, idx in zip(results, indices, strict=True)
+            for w in r.warnings
+        ],
+        "labels": labels,
+        "table": table,
+        "export": table.drop(columns="index"),
+        "points": np.concatenate([lead, yx], axis=1),
+    }
+
+
+def stack_summary(out: dict, max_listed: int = 50) -> str:
+    """The per-slice summary: 'Total 1234 objects in 10 slices; per slice: 120, 118, ...'."""
+    per = out["slice_counts"]
+    listed = ", ".join(str(c) for c in per[:max_listed]) + (
+        ", ..." if len(per) > max_listed else ""
+    )
+    n = len(per)
+    return f"Total {out['count']} objects in {n} slice{'s' if n != 1 else ''}; per slice: {listed}"

@@ -1,0 +1,78 @@
+"""Object diameter estimate for the classical count (sets every scale when the user gives none).
+
+The estimate is the median equivalent diameter of the blobs that hold one object (area close to
+their largest inscribed disc), so touching clumps do not inflate it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_sam3.core.classical.foreground import foreground
+from napari_sam3.core.classical.intensity import remove_hot_pixels, to_intensity
+from napari_sam3.core.classical.resolution import block_mean, work_factor
+from napari_sam3.core.results.measure import max_per_label
+
+__all__ = ["estimate_diameter", "estimate_plane_diameter"]
+
+
+def estimate_diameter(
+    image: np.ndarray, *, polarity: str = "auto", channel: int | None = None
+) -> float:
+    """Median object diameter in pixels: twice the largest inscribed radius of each foreground blob.
+
+    The inscribed radius of a touching clump is still about one object's radius, so clumps do not
+    inflate the estimate. Works on a <=1024 px view of the image and refines once at a finer scale.
+    Returns NaN when nothing is found.
+    """
+    img, _ = remove_hot_pixels(to_intensity(image, channel))
+    return estimate_plane_diameter(img, polarity)
+
+
+def estimate_plane_diameter(img: np.ndarray, polarity: str) -> float:
+    """`estimate_diameter` on a float intensity plane already cleaned of hot pixels."""
+    # Pass 1: the whole image at <= ~1024 px.
+    f = max(1, int(np.ceil(max(img.shape) / 1024)))
+    small = block_mean(img, f)
+    _, mask, _, _ = foreground(small, 16.0, polarity, "li", True)
+    d = _inscribed_diameter(mask) * f
+    if not np.isfinite(d):
+        return d
+    # Pass 2: at the working resolution that diameter implies, on a <= 1024 px centre crop.
+    f2 = work_factor(d, img.size)
+    if f2 == f and abs(d / f - 16.0) < 6.0:
+        return d
+    h, w = img.shape
+    side = 1024 * f2
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    crop = block_mean(img[y0 : y0 + side, x0 : x0 + side], f2)
+    _, mask, _, _ = foreground(crop, d / f2, polarity, "li", True)
+    d2 = _inscribed_diameter(mask) * f2
+    return d2 if np.isfinite(d2) else d
+
+
+def _inscribed_diameter(mask: np.ndarray) -> float:
+    """Median equivalent diameter of the blobs that hold one object each.
+
+    A blob holds one object when its area is close to that of its largest inscribed disc (ratio
+    < 1.6; a pair of touching nuclei is ~1.8 and more). With fewer than 5 such blobs, the median
+    inscribed diameter of all blobs is used, scaled by 1.2 (the ratio measured on elliptic nuclei).
+    """
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return float("nan")
+    dt = ndi.distance_transform_edt(mask)
+    idx = np.arange(1, n + 1)
+    rmax = max_per_label(dt, lab, idx)
+    area = np.bincount(lab.ravel(), minlength=n + 1)[1:].astype(np.float64)
+    ok = rmax >= 1.0
+    if not ok.any():
+        return 1.0
+    rmax, area = rmax[ok], area[ok]
+    big = rmax >= 0.25 * np.median(rmax)  # specks of noise do not pull the median down
+    rmax, area = rmax[big], area[big]
+    single = area <= 1.6 * np.pi * rmax**2
+    if single.sum() >= 5:
+        return float(np.median(np.sqrt(4 * area[single] / np.pi)))
+    return float(1.2 * 2.0 * np.median(rmax))

@@ -1,0 +1,262 @@
+"""Counting objects: the classical default (no weights, seconds) and SAM3 (text / exemplars, tiled).
+
+    result = count_objects(image)                                   # classical, diameter estimated
+    result = count_objects(image, diameter=18, scale=(0.325, 0.325))
+    result = count_objects(image, "sam3", prompt="nucleus", engine=engine)
+    result = count_objects(image, "sam3", exemplars=[[x0, y0, x1, y1]], engine=engine)
+    result.count, result.counts, result.labels, result.table, result.warnings
+
+Every function has a generator twin (``iter_count``, ``iter_count_stack``) that yields
+`core.progress.Progress` and returns the result, so the napari shell runs it in a worker and can cancel
+between steps, tiles and planes. The count is the number of DISTINCT non-zero labels (ids may have
+gaps), never ``labels.max()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from napari_sam3.core.classical.intensity import to_intensity
+from napari_sam3.core.classical.pipeline import iter_segment_classical
+from napari_sam3.core.counting.sam3_tiled import filter_sam3_labels, iter_count_sam3
+from napari_sam3.core.errors import Sam3Error
+from napari_sam3.core.progress import Progress, ProgressGen, run_to_end
+from napari_sam3.core.results.measure import count_distinct, measure_labels
+
+__all__ = [
+    "CountResult",
+    "count_objects",
+    "count_stack",
+    "iter_count",
+    "iter_count_stack",
+]
+
+METHODS = ("classical", "sam3")
+DIAMETER_WARN_RATIO = 1.5  # warn when the given diameter is this far from the measured median
+
+
+@dataclass
+class CountResult:
+    """What a count returns.
+
+    Attributes
+    ----------
+    labels : (H, W) or, for a stack, (N, H, W) int32 label image.
+    table : one row per object (see `core.measure.measure_labels`); a ``plane`` column for stacks.
+    count : number of distinct non-zero labels.
+    counts : objects per concept (prompt); ``{"classical": n}`` for the classical method.
+    method : "classical" or "sam3".
+    diameter : diameter used, in pixels (given or estimated); NaN when unknown.
+    warnings : messages for the user (diameter far from the measured one, no objects, ...).
+    plane_counts : per-plane counts of a stack (empty for a single plane).
+    meta : method details (polarity, threshold, tiles, tile size, ...).
+    """
+
+    labels: np.ndarray
+    table: pd.DataFrame
+    count: int
+    counts: dict[str, int]
+    method: str
+    diameter: float = float("nan")
+    warnings: list[str] = field(default_factory=list)
+    plane_counts: list[int] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ public API
+def count_objects(image: np.ndarray, method: str = "classical", **kwargs) -> CountResult:
+    """Count objects in one 2-D plane (gray, RGB or multichannel with ``channel``).
+
+    Synchronous form of `iter_count`; see there for the arguments.
+    """
+    return run_to_end(iter_count(image, method, **kwargs))
+
+
+def count_stack(stack: np.ndarray, method: str = "classical", **kwargs) -> CountResult:
+    """Count each plane of a (N, H, W) stack (or (N, H, W, 3) RGB); synchronous `iter_count_stack`."""
+    return run_to_end(iter_count_stack(stack, method, **kwargs))
+
+
+def iter_count(
+    image: np.ndarray,
+    method: str = "classical",
+    *,
+    diameter: float | None = None,
+    prompt: str | Sequence[str] | None = None,
+    exemplars: np.ndarray | Sequence[Sequence[float]] | None = None,
+    exemplar_labels: Sequence[int] | None = None,
+    engine=None,
+    scale: tuple[float, float] | None = None,
+    channel: int | None = None,
+    rgb: bool | None = None,
+    polarity: str = "auto",
+    intensity_threshold: str | float = "li",
+    background: bool = True,
+    split: bool | str = True,
+    min_size: float | None = None,
+    max_size: float | None = None,
+    exclude_border: bool = False,
+    min_score: float = 0.3,
+    mask_threshold: float = 0.5,
+    tile: int | str | None = "auto",
+    target_px: float = 40.0,
+    max_objects_per_tile: int = 150,
+) -> ProgressGen[CountResult]:
+    """Count objects; yields `Progress`, returns a `CountResult`.
+
+    Parameters
+    ----------
+    image : 2-D plane, (H, W, 3|4) RGB(A) or multichannel (pick ``channel``).
+    method : "classical" (default; no model) or "sam3" (needs ``engine`` and ``prompt``/``exemplars``).
+    diameter : expected object diameter in pixels; estimated when None. Sets the smoothing, the
+        splitting distance and the size filter (classical) and the tile size (sam3).
+    prompt : sam3 concept(s): "nucleus" or "nucleus, mitotic cell" or a list.
+    exemplars : sam3 example boxes, pixel ``x0, y0, x1, y1`` (x = column); ``exemplar_labels`` 1
+        positive (default) / 0 negative. With tiles, each tile sees the exemplars pasted beside it.
+    scale : physical pixel size (sy, sx): adds ``*_physical`` columns.
+    polarity, intensity_threshold, background, split : classical options (see
+        `core.classical.iter_segment_classical`).
+    min_size, max_size : object area limits in pixels (both methods).
+    exclude_border : drop objects touching the image border (both methods).
+    min_score, mask_threshold : sam3 score floor and mask binarisation.
+    tile : sam3 tiling: "auto" (from the diameter), an int tile side in pixels, or None (whole image).
+    target_px, max_objects_per_tile : how "auto" sizes tiles (see `core.tiling.choose_tile_size`).
+    """
+    if method not in METHODS:
+        raise Sam3Error(f"Unknown counting method {method!r}; use 'classical' or 'sam3'.")
+    if scale is not None:
+        scale = (float(scale[-2]), float(scale[-1]))
+        if not (scale[0] > 0 and scale[1] > 0):
+            raise Sam3Error(f"The pixel size must be positive, got {scale}.")
+    if diameter is not None and not (np.isfinite(diameter) and diameter > 0):
+        raise Sam3Error(f"The diameter must be a positive number of pixels, got {diameter}.")
+    intensity = to_intensity(image, channel, rgb)  # validates: empty, NaN, shape, channels
+    if method == "classical":
+        res = yield from iter_segment_classical(
+            intensity,
+            diameter,
+            polarity=polarity,
+            threshold=intensity_threshold,
+            background=background,
+            split=split,
+            min_size=min_size,
+            max_size=max_size,
+            exclude_border=exclude_border,
+        )
+        labels = res.labels
+        warnings = list(res.warnings)
+        scores, prompts = None, "classical"
+        used_d = res.diameter
+        meta = {
+            "polarity": res.polarity,
+            "threshold": res.threshold,
+            "work_factor": res.work_factor,
+            "estimated_diameter": res.estimated_diameter,
+            "work_labels": res.work_labels,
+        }
+    else:
+        labels, score_arr, prompt_list, used_d, warnings, meta = yield from iter_count_sam3(
+            image,
+            intensity,
+            diameter=diameter,
+            prompt=prompt,
+            exemplars=exemplars,
+            exemplar_labels=exemplar_labels,
+            engine=engine,
+            channel=channel,
+            rgb=rgb,
+            min_score=min_score,
+            mask_threshold=mask_threshold,
+            tile=tile,
+            target_px=target_px,
+            max_objects_per_tile=max_objects_per_tile,
+        )
+        labels = filter_sam3_labels(labels, min_size, max_size, exclude_border)
+        ids = np.arange(1, len(prompt_list) + 1)
+        scores = {int(i): float(s) for i, s in zip(ids, score_arr, strict=True)}
+        prompts = {int(i): p for i, p in zip(ids, prompt_list, strict=True)}
+    yield Progress("Measuring objects", 0, None)
+    work = meta.pop("work_labels", None)
+    table = measure_labels(
+        labels,
+        intensity,
+        scale=scale,
+        scores=scores,
+        prompts=prompts,
+        work_labels=work,
+        work_factor=meta.get("work_factor", 1),
+    )
+    count = count_distinct(labels if work is None else work)
+    counts = {str(k): int(v) for k, v in table["prompt"].value_counts(sort=False).items()}
+    if method == "classical":
+        counts = {"classical": count}
+    if count == 0:
+        warnings.append("No objects were found.")
+    elif diameter is not None:
+        measured = float(np.median(table["equivalent_diameter"]))
+        ratio = measured / float(diameter)
+        if ratio > DIAMETER_WARN_RATIO or ratio < 1 / DIAMETER_WARN_RATIO:
+            warnings.append(
+                f"The given diameter ({float(diameter):.1f} px) is far from the measured median "
+                f"({measured:.1f} px); try diameter={measured:.0f} or leave it empty to estimate it."
+            )
+    return CountResult(
+        labels=labels,
+        table=table,
+        count=count,
+        counts=counts,
+        method=method,
+        diameter=float(used_d) if used_d is not None else float("nan"),
+        warnings=warnings,
+        meta=meta,
+    )
+
+
+def iter_count_stack(
+    stack: np.ndarray, method: str = "classical", *, rgb: bool | None = None, **kwargs
+) -> ProgressGen[CountResult]:
+    """Count each plane of a stack: (N, H, W), or (N, H, W, 3|4) with ``rgb``.
+
+    Yields `Progress` per plane (and the planes' own progress); returns one `CountResult` with
+    (N, H, W) labels, a table with a ``plane`` column, ``plane_counts`` and the total ``count``.
+    """
+    arr = np.asarray(stack)
+    is_rgb = rgb if rgb is not None else (arr.ndim == 4 and arr.shape[-1] in (3, 4))
+    if arr.ndim == 2 or (arr.ndim == 3 and is_rgb):
+        arr = arr[None]
+    if arr.ndim not in (3, 4) or arr.shape[0] == 0:
+        raise Sam3Error(f"A stack of planes is needed, got shape {arr.shape}.")
+    n = arr.shape[0]
+    labels, tables, plane_counts, warnings = [], [], [], []
+    counts: dict[str, int] = {}
+    diameters, meta = [], {}
+    for i in range(n):
+        yield Progress(f"Counting plane {i + 1}/{n}", i, n)
+        res = yield from iter_count(arr[i], method, rgb=is_rgb if arr.ndim == 4 else None, **kwargs)
+        labels.append(res.labels)
+        t = res.table.copy()
+        t.insert(0, "plane", i)
+        tables.append(t)
+        plane_counts.append(res.count)
+        for k, v in res.counts.items():
+            counts[k] = counts.get(k, 0) + v
+        warnings.extend(f"plane {i}: {w}" for w in res.warnings)
+        diameters.append(res.diameter)
+        meta = res.meta
+    yield Progress(f"Counted {n} planes", n, n)
+    table = pd.concat(tables, ignore_index=True)
+    return CountResult(
+        labels=np.stack(labels),
+        table=table,
+        count=int(sum(plane_counts)),
+        counts=counts,
+        method=method,
+        diameter=float(np.nanmedian(diameters)) if np.isfinite(diameters).any() else float("nan"),
+        warnings=warnings,
+        plane_counts=plane_counts,
+        meta={**meta, "planes": n},
+    )
