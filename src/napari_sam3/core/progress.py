@@ -24,10 +24,6 @@ class Progress:
     step: int = 0
     total: int | None = None
 
-    @property
-    def fraction(self) -> float | None:
-        return None if not self.total else min(1.0, self.step / self.total)
-
 
 ProgressGen = Generator[Progress, None, T]
 

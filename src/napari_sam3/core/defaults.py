@@ -1,0 +1,23 @@
+"""The defaults every front end shares (widget, CLI, Python API): one home for each of them."""
+
+from __future__ import annotations
+
+import os
+
+MODEL_ID = "facebook/sam3"  # gated hub checkpoint (a sam3_video checkpoint: detector + tracker)
+HUB_PAGE = f"https://huggingface.co/{MODEL_ID}"
+MODEL_ENV = "NAPARI_SAM3_MODEL"  # hub id or local folder; the widget's and the CLI's default
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+SCORE_THRESHOLD = 0.5  # minimum SAM3 score kept by segment, count and track (widget and CLI)
+MASK_THRESHOLD = 0.5  # mask-logit probability that makes a pixel part of an object
+
+# Smallest tile side SAM3 counting accepts: below it a tile holds too little context for SAM3
+# (its input is 1008 px, so a 64 px tile is already upsampled ~16x).
+MIN_TILE = 64
+
+
+def default_model() -> str:
+    """``$NAPARI_SAM3_MODEL`` when set, else the hub checkpoint."""
+    return os.environ.get(MODEL_ENV, "").strip() or MODEL_ID
