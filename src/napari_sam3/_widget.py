@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_sam3._napari.identity import unwrap
 from napari_sam3._qt.segment_tab import SegmentTab
 from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, notify_error
 
@@ -42,7 +43,9 @@ class Sam3Widget(QWidget):
 
     def __init__(self, napari_viewer, engine_loader=None, parent=None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        # napari hands plugins a PublicOnlyProxy whose layer list returns a new proxy per access;
+        # the tabs keep layer objects, so they work on the real viewer (see _napari.identity).
+        self.viewer = unwrap(napari_viewer)
         self.holder = EngineHolder(engine_loader)
         self.runner = JobRunner()
         self._closed = False
