@@ -284,9 +284,11 @@ class SegmentTab(PlaneTab):
         """Say which layer the re-filter controls drive (the last result's)."""
         res = self.last_text
         name = res.layer.name if res is not None and res.layer is not None else None
-        self.driven_label.setText(
-            f"Controls drive: '{name}'" if name else "Controls drive: no result yet."
-        )
+        text = f"Controls drive: '{name}'" if name else "Controls drive: no result yet."
+        kept = [ly.name for ly in (res.kept if res is not None else []) if ly in self.viewer.layers]
+        if kept:
+            text += "\nKept as you edited them: " + ", ".join(f"'{k}'" for k in kept)
+        self.driven_label.setText(text)
 
     def _on_filter_changed(self, *args) -> None:
         self.threshold_label.setText(f"{self.threshold_slider.value() / 100:.2f}")
