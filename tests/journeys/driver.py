@@ -67,7 +67,9 @@ class Journey:
         raise AssertionError(f"timed out waiting for {what}; notes: {self.notes}")
 
     def layer(self, name: str):
-        assert name in self.viewer.layers, f"no layer {name!r}: {[ly.name for ly in self.viewer.layers]}"
+        assert name in self.viewer.layers, (
+            f"no layer {name!r}: {[ly.name for ly in self.viewer.layers]}"
+        )
         return self.viewer.layers[name]
 
     def layer_names(self) -> list[str]:

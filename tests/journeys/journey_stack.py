@@ -12,7 +12,10 @@ FRAMES = 2
 
 def movie() -> np.ndarray:
     return np.stack(
-        [blobs((80, 96), ((20 + 2 * t, 24), (52, 66 - 2 * t), (40, 40)), seed=t) for t in range(FRAMES)]
+        [
+            blobs((80, 96), ((20 + 2 * t, 24), (52, 66 - 2 * t), (40, 40)), seed=t)
+            for t in range(FRAMES)
+        ]
     )
 
 
@@ -72,14 +75,14 @@ def count(j: Journey) -> None:
     j.widget.tabs.setCurrentWidget(j.seg)
     j.seg.add_prompts_btn.click()
     boxes = j.layer("movie boxes")
-    boxes.add_rectangles(np.array([[[j.viewer.dims.point[0], 10, 14], [0, 10, 34], [0, 30, 34], [0, 30, 14]]], float))
+    z = j.viewer.dims.current_step[0]  # the slice in view: exemplars come from it
+    boxes.add_rectangles(np.array([[[z, 10, 14], [z, 10, 34], [z, 30, 34], [z, 30, 14]]], float))
     assert signs_of(boxes) == ["positive"]
     j.widget.tabs.setCurrentWidget(c)
     c.exemplar_check.setChecked(True)
     before = dict(j.widget.holder.engine.stats)
     c.count_btn.click()
     j.wait(lambda: c.last["result"] is not plain, "the SAM3 count with exemplars")
-    with_boxes = c.last["result"]
     assert "Exemplar boxes: 1 positive, 0 negative" in c.count_label.text(), c.count_label.text()
     assert j.widget.holder.engine.stats["detector_calls"] > before["detector_calls"]
     assert not [e for e in j.errors() if "rror" in e], j.errors()

@@ -77,7 +77,9 @@ class ExportBox(QWidget):
             if not folder:
                 return None
         try:
-            existing = [p for p in export_paths(layer, folder, self.formats()).values() if p.exists()]
+            existing = [
+                p for p in export_paths(layer, folder, self.formats()).values() if p.exists()
+            ]
             if existing and overwrite is None:
                 answer = QMessageBox.question(
                     self,
