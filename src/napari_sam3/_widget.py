@@ -143,7 +143,9 @@ class Sam3Widget(QWidget):
             self._fitted = True
             from qtpy.QtCore import QTimer
 
-            QTimer.singleShot(0, self._refit)
+            # the canvas gets its narrower size a few event-loop turns after the dock appears
+            for delay_ms in (0, 150, 400):
+                QTimer.singleShot(delay_ms, self._refit)
 
     def _refit(self) -> None:
         try:

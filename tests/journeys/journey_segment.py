@@ -161,6 +161,10 @@ def export(j: Journey) -> None:
 def steps(j: Journey) -> None:
     j.viewer.add_image(blobs(), name="cells")
     j.open_dock()
+    j.process(0.6)
+    zoom = j.viewer.camera.zoom
+    j.viewer.reset_view()
+    assert abs(j.viewer.camera.zoom - zoom) < 1e-6 * zoom, "the view was not refitted to the dock"
     j.screenshot("opened")
     for step in (text_prompt, clicks, exemplars, box_prompt, hand_edit_survives_refilter, export):
         step(j)
