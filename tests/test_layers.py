@@ -44,7 +44,7 @@ def test_labels_layer_data_2d_rows_match_candidates():
         assert col in feats
     np.testing.assert_allclose(kwargs["scale"], (0.5, 0.25))
     np.testing.assert_allclose(kwargs["translate"], (3, 4))
-    assert kwargs["name"] == "img · a, b"
+    assert kwargs["name"] == "a, b · img"
     # napari shows features for a label through the 'index' column
     layer = Labels(data, **kwargs)
     status = layer.get_status((12, 12))
@@ -72,7 +72,7 @@ def test_nd_plane_ref_and_placement_overlay_exactly():
         np.testing.assert_allclose(
             labels.data_to_world((0, *pix)), image.data_to_world((3, *pix)), atol=1e-9
         )
-    assert kwargs["name"].endswith("[3]")
+    assert kwargs["name"] == "a, b [3] · Image"
 
 
 def test_plane_ref_rgb_and_errors():

@@ -58,7 +58,7 @@ def test_text_run_features_match_engine(qtbot, sam3):
     tab.run_text()
     _wait(qtbot, widget)
     [layer] = _results(viewer)
-    assert layer.name == "cells · nucleus"
+    assert layer.name == "nucleus · cells"
     np.testing.assert_allclose(layer.scale, (0.5, 0.25))
     np.testing.assert_allclose(layer.translate, (2, 3))
     expected = engine.segment_text(img, "nucleus").filter(0.1).sorted_by_score()
@@ -191,7 +191,7 @@ def test_run_twice_latest_wins(qtbot, sam3):
     second = tab.run_text()
     _wait(qtbot, widget)
     assert first.state == "aborted" and second.state == "returned"
-    assert [ly.name for ly in _results(viewer)] == ["cells · cell"]
+    assert [ly.name for ly in _results(viewer)] == ["cell · cells"]
 
 
 def test_nd_run_writes_only_slice_k(qtbot, sam3):
@@ -206,7 +206,7 @@ def test_nd_run_writes_only_slice_k(qtbot, sam3):
     _wait(qtbot, widget)
     [layer] = _results(viewer)
     assert layer.data.shape == (1, 64, 80)
-    assert layer.name.endswith("[2]")
+    assert layer.name == "nucleus [2] · stack"
     np.testing.assert_allclose(layer.data_to_world((0, 5, 7)), image.data_to_world((k, 5, 7)))
     expected = engine.segment_text(stack[k], "nucleus").filter(0.1).sorted_by_score()
     np.testing.assert_allclose(layer.features["score"], expected.scores, rtol=1e-5)
@@ -288,7 +288,7 @@ def test_exemplar_boxes_then_box_prompt(qtbot, sam3):
     tab.run_text()
     _wait(qtbot, widget)
     [layer] = _results(viewer)
-    assert layer.name == "cells · exemplars"
+    assert layer.name == "exemplars · cells"
     assert set(layer.features["kind"]) <= {"exemplar"}
     # the same rectangle as a box prompt around one object -> 3 tracker candidates
     tab.box_mode_combo.setCurrentIndex(1)

@@ -9,6 +9,8 @@ from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, error_message
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.progress import Progress
 
+pytestmark = pytest.mark.gui  # napari workers need a QApplication (a display: xvfb-run -a)
+
 
 def _gen(n=3, delay=0.0, result="done", gate: threading.Event | None = None, fail=None):
     def make():

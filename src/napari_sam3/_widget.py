@@ -20,6 +20,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_sam3._napari.identity import unwrap
+from napari_sam3._qt.export_box import ExportBox
 from napari_sam3._qt.segment_tab import SegmentTab
 from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, notify_error
 
@@ -42,7 +44,9 @@ class Sam3Widget(QWidget):
 
     def __init__(self, napari_viewer, engine_loader=None, parent=None):
         super().__init__(parent)
-        self.viewer = napari_viewer
+        # napari hands plugins a PublicOnlyProxy whose layer list returns a new proxy per access;
+        # the tabs keep layer objects, so they work on the real viewer (see _napari.identity).
+        self.viewer = unwrap(napari_viewer)
         self.holder = EngineHolder(engine_loader)
         self.runner = JobRunner()
         self._closed = False
@@ -78,6 +82,9 @@ class Sam3Widget(QWidget):
         self.count_tab = _make_count_tab(self)
         self.tabs.addTab(self.count_tab, "Count")
         layout.addWidget(self.tabs)
+        self.export_box = ExportBox(self.viewer, self._last_result_layer)
+        layout.addWidget(self.export_box)
+        self._fitted = False
         self.model_edit.editingFinished.connect(self._update_model_status)
         self.device_combo.currentIndexChanged.connect(self._update_model_status)
         self.runner.listeners.append(lambda job: self._update_model_status())
@@ -125,6 +132,26 @@ class Sam3Widget(QWidget):
         """Nothing running or waiting in any tab (tests and scripts wait on this)."""
         tabs_idle = all(getattr(t, "idle", True) for t in (self.segment_tab, self.count_tab))
         return self.runner.idle and tabs_idle
+
+    def _last_result_layer(self):
+        res = self.segment_tab.last_text
+        return res.layer if res is not None else None
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt name
+        super().showEvent(event)
+        if not self._fitted:  # the dock narrowed the canvas: refit the image once it has its size
+            self._fitted = True
+            from qtpy.QtCore import QTimer
+
+            # the canvas gets its narrower size a few event-loop turns after the dock appears
+            for delay_ms in (0, 150, 400):
+                QTimer.singleShot(delay_ms, self._refit)
+
+    def _refit(self) -> None:
+        try:
+            self.viewer.reset_view()
+        except RuntimeError:  # viewer closed meanwhile
+            pass
 
     # ------------------------------------------------------------------ lifetime
     def cleanup(self) -> None:

@@ -75,6 +75,9 @@ def tiny_config(video: bool = False):
     ``video=True``: wider (hidden 128, memory 64) so that the video tracker can run
     (`core.stack_tracking`); the default stays small for the single-plane tests.
     """
+    from napari_sam3.core.sam3.triton_isolation import isolate_triton
+
+    isolate_triton()  # a viewer may exist already (see core.sam3.triton_isolation)
     from transformers import Sam3VideoConfig
 
     vocab = tiny_vocab()
@@ -162,6 +165,10 @@ def make_tiny_checkpoint(path: str | Path, seed: int = 0, *, video: bool = False
     wider checkpoint whose tracker can also track through frames (see `tiny_config`).
     """
     import torch
+
+    from napari_sam3.core.sam3.triton_isolation import isolate_triton
+
+    isolate_triton()
     from transformers import CLIPTokenizer, Sam3ImageProcessor, Sam3Processor, Sam3VideoModel
 
     path = Path(path)

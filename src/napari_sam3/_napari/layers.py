@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from napari_sam3._napari.identity import layer_uid
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.results.candidates import Candidates
 from napari_sam3.core.results.refine import filter_candidates
@@ -39,6 +40,7 @@ class PlaneRef:
     rgb: bool
     ndim: int
     geometry: dict = field(default_factory=dict, compare=False)
+    image_uid: str = field(default="", compare=False)  # `identity.layer_uid` of the image
 
     @property
     def is_nd(self) -> bool:
@@ -96,6 +98,7 @@ def plane_ref(layer, dims_point, dims_displayed, ndisplay: int = 2) -> PlaneRef:
         rgb=bool(layer.rgb),
         ndim=ndim,
         geometry=layer_geometry(layer),
+        image_uid=layer_uid(layer),
     )
 
 
@@ -148,7 +151,8 @@ def full_geometry(ref: PlaneRef) -> dict:
 # --------------------------------------------------------------------------- result layers
 def result_name(ref: PlaneRef, cands: Candidates, prompt_text: str | None = None) -> str:
     prompt = prompt_text or ", ".join(cands.concepts) or cands.kind
-    return f"{ref.layer_name} · {prompt}{ref.slice_text()}"
+    # what was asked first: the layer list truncates long names at the end
+    return f"{prompt}{ref.slice_text()} · {ref.layer_name}"
 
 
 def features_table(cands: Candidates, label_image: np.ndarray, ref: PlaneRef) -> pd.DataFrame:
@@ -214,7 +218,14 @@ def labels_layer_data(
     kwargs = {
         "name": result_name(ref, cands, prompt_text),
         "features": features_table(cands, plane, ref),
-        "metadata": {"sam3": {"kind": cands.kind, "slice": ref.index, "image": ref.layer_name}},
+        "metadata": {
+            "sam3": {
+                "kind": cands.kind,
+                "slice": ref.index,
+                "image": ref.layer_name,
+                "image_uid": ref.image_uid,
+            }
+        },
         **placed_geometry(ref),
     }
     return data, kwargs

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from napari_sam3._napari.identity import layer_uid, unwrap
 from napari_sam3._napari.layers import PlaneRef, full_geometry
 
 SIGNS = ("positive", "negative")
@@ -30,11 +31,12 @@ def _sign_features() -> dict:
 
 def find_prompt_layer(viewer, role: str, image_layer):
     """The ``role`` ("clicks" / "boxes") prompt layer made for ``image_layer``, or None."""
+    uid = layer_uid(image_layer)
     for layer in viewer.layers:
         meta = layer.metadata.get(ROLE_KEY) if isinstance(layer.metadata, dict) else None
-        if meta and meta.get("role") == role and meta.get("image_id") == id(image_layer):
+        if meta and meta.get("role") == role and meta.get("image_uid") == uid:
             if layer.ndim == image_layer.ndim:
-                return layer
+                return unwrap(layer)
     return None
 
 
@@ -55,7 +57,7 @@ def make_clicks_layer(viewer, image_layer, ref: PlaneRef):
         border_color="white",
         border_width=0.15,
         size=size,
-        metadata={ROLE_KEY: {"role": "clicks", "image_id": id(image_layer)}},
+        metadata={ROLE_KEY: {"role": "clicks", "image_uid": layer_uid(image_layer)}},
         **full_geometry(ref),
     )
     layer.mode = "add"
@@ -77,7 +79,7 @@ def make_boxes_layer(viewer, image_layer, ref: PlaneRef):
         edge_color_cycle=[SIGN_COLORS[s] for s in SIGNS],
         edge_width=max(1.0, 0.004 * max(ref.shape)),
         face_color="transparent",
-        metadata={ROLE_KEY: {"role": "boxes", "image_id": id(image_layer)}},
+        metadata={ROLE_KEY: {"role": "boxes", "image_uid": layer_uid(image_layer)}},
         **full_geometry(ref),
     )
     layer.mode = "add_rectangle"
@@ -90,9 +92,13 @@ def current_sign(layer) -> str:
 
 
 def set_sign(layer, sign: str) -> None:
-    """Make new prompts ``sign``; selected prompts switch to it too."""
+    """Make new prompts ``sign``; prompts selected in select mode switch to it too.
+
+    In add mode napari keeps the prompt just placed selected; it keeps its sign (toggling is about
+    the next click, not the one already made).
+    """
     layer.feature_defaults = {"sign": sign}
-    selected = sorted(layer.selected_data)
+    selected = sorted(layer.selected_data) if str(layer.mode) == "select" else []
     if selected:
         features = layer.features.copy()
         features.loc[selected, "sign"] = sign

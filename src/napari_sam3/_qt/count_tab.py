@@ -115,6 +115,9 @@ class CountTab(PlaneTab):
         self.table_view = QTableView()
         self.table_view.setModel(self.table_model)
         self.table_view.setMinimumHeight(160)
+        # the table's own "label" column names each row: no second row-number column
+        self.table_view.verticalHeader().setVisible(False)
+        self.table_view.horizontalHeader().setResizeContentsPrecision(200)  # big tables: sample
         outer.addWidget(self.table_view)
         self.export_btn = QPushButton("Export table as CSV...")
         self.export_btn.setEnabled(False)
@@ -174,6 +177,11 @@ class CountTab(PlaneTab):
                 boxes, labels = L.boxes_in_plane(boxes_layer.data, P.signs_of(boxes_layer), ref)
                 if len(boxes):
                     exemplars, exemplar_labels = boxes, labels
+            if exemplars is None:
+                notify_info(
+                    f"No boxes of '{image.name}' on this slice: counting with the concepts only "
+                    "(draw boxes after Segment > Add click + box layers)."
+                )
         scale = tuple(float(s) for s in ref.geometry["scale"][-2:])
         data = image.data
         source, device = self.model_settings()
@@ -221,7 +229,7 @@ class CountTab(PlaneTab):
             make,
             f"SAM3 count ({method})",
             "count",
-            lambda out: self._on_result(out, ref, image, method),
+            lambda out: self._on_result(out, ref, image, method, exemplar_labels),
             status=f"Counting ({method}) on {ref.layer_name}{ref.slice_text()}...",
         )
 
@@ -278,11 +286,15 @@ class CountTab(PlaneTab):
             out["warnings"],
         )
 
-    def _on_result(self, out: dict, ref: L.PlaneRef, image, method: str) -> None:
+    def _on_result(self, out: dict, ref: L.PlaneRef, image, method: str, exemplar_labels=None):
         result = out["result"]
         lines = [f"Total: {result.count} objects"]
         if method == "sam3" or len(result.counts) > 1:
             lines += [f"  {k}: {v}" for k, v in result.counts.items()]
+        if exemplar_labels is not None:
+            n_pos = int(np.sum(np.asarray(exemplar_labels) == 1))
+            n_neg = len(exemplar_labels) - n_pos
+            lines.append(f"Exemplar boxes: {n_pos} positive, {n_neg} negative")
         if np.isfinite(result.diameter):
             lines.append(f"Diameter used: {result.diameter:.1f} px")
         name = count_name(ref, method)
@@ -313,6 +325,7 @@ class CountTab(PlaneTab):
         self.last = {**out, "labels_layer": labels_layer, "points_layer": points_layer}
         self.count_label.setText("\n".join(lines))
         self.table_model.set_frame(frame)
+        self.table_view.resizeColumnsToContents()  # whole header names, not "are..."
         self.export_btn.setEnabled(True)
         for warning in warnings:
             notify_warning(warning)

@@ -29,12 +29,12 @@ from qtpy.QtWidgets import (
 from napari_sam3._napari import layer_builder as B
 from napari_sam3._napari import layers as L
 from napari_sam3._napari import prompt_layers as P
+from napari_sam3._napari.text_result import TextResult
 from napari_sam3._qt import click_flow, text_flow
 from napari_sam3._qt import track_action as T
 from napari_sam3._qt.click_flow import NEW_TARGET, ClickResult
 from napari_sam3._qt.image_choice import fill_combo, layers_of
 from napari_sam3._qt.tab_base import PlaneTab
-from napari_sam3._qt.text_flow import TextResult
 from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, next_turn, notify_info
 from napari_sam3.core.images import Preprocessing
 from napari_sam3.core.results.candidates import Candidates
@@ -122,6 +122,14 @@ class SegmentTab(PlaneTab):
 
         filt = QGroupBox("Result (re-filtered without calling the model)")
         fform = QFormLayout(filt)
+        self.driven_label = QLabel("Controls drive: no result yet (press Enter or Run).")
+        self.driven_label.setWordWrap(True)
+        self.driven_label.setToolTip(
+            "The layer these controls re-filter: the last result. Once you paint into it or "
+            "commit a candidate into it, it is yours: it is kept as it is and the next change "
+            "here writes a new layer."
+        )
+        fform.addRow(self.driven_label)
         thr_row = QHBoxLayout()
         self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
         self.threshold_slider.setRange(10, 90)
@@ -271,6 +279,16 @@ class SegmentTab(PlaneTab):
     def apply_filters(self) -> Job | None:
         """Re-filter the last text result without a model call (see `_text_flow`)."""
         return text_flow.apply_filters(self)
+
+    def show_driven_layer(self) -> None:
+        """Say which layer the re-filter controls drive (the last result's)."""
+        res = self.last_text
+        name = res.layer.name if res is not None and res.layer is not None else None
+        text = f"Controls drive: '{name}'" if name else "Controls drive: no result yet."
+        kept = [ly.name for ly in (res.kept if res is not None else []) if ly in self.viewer.layers]
+        if kept:
+            text += "\nKept as you edited them: " + ", ".join(f"'{k}'" for k in kept)
+        self.driven_label.setText(text)
 
     def _on_filter_changed(self, *args) -> None:
         self.threshold_label.setText(f"{self.threshold_slider.value() / 100:.2f}")

@@ -7,30 +7,17 @@ model call. The functions take the tab; layers are added through its ``adder``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from napari_sam3._napari import layer_builder as B
 from napari_sam3._napari import layers as L
 from napari_sam3._napari import prompt_layers as P
+from napari_sam3._napari import text_result as R
+from napari_sam3._napari.text_result import TextResult
 from napari_sam3._qt import click_flow
 from napari_sam3._qt.worker import Job, notify_error
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.progress import Progress
-from napari_sam3.core.results.candidates import Candidates
-
-
-@dataclass
-class TextResult:
-    """The last text/exemplar result: raw candidates (above the engine floor) and where they belong."""
-
-    raw: Candidates
-    ref: L.PlaneRef
-    image: object
-    prompt_text: str
-    layer: object = None
-    hidden_layer: object = None
 
 
 def run_text(tab) -> Job | None:
@@ -98,8 +85,9 @@ def apply_filters(tab) -> Job | None:
     if res is None:
         return None
     settings = tab.filter_settings()
-    # Layers the result will need (built in the worker): ones the user removed, or not made yet.
-    build = (not tab.adder.alive(res.layer), not tab.adder.alive(res.hidden_layer))
+    # Layers the result will need (built in the worker): removed, not made yet, or edited by the
+    # user (an edited layer is kept as it is; see _napari.text_result).
+    build = res.layers_to_build(tab.adder)
 
     def make():
         yield Progress("Re-filtering the last result...")
@@ -117,22 +105,8 @@ def apply_filters(tab) -> Job | None:
 
 
 def apply_prepared(tab, res: TextResult, prepared: dict) -> None:
-    """Main thread: put prepared data into the result layer (created on first use)."""
-    if res is not tab.last_text or res.image not in tab.viewer.layers:
+    """Main thread: the prepared data into the driven layer, or a new one if that was edited."""
+    if res is not tab.last_text or not res.image_present(tab.viewer):
         return
-    cands, data, kwargs = prepared["cands"], prepared["data"], prepared["kwargs"]
-    if tab.adder.alive(res.layer):
-        res.layer.data = data
-        res.layer.features = kwargs["features"]
-    else:
-        layer = prepared.get("layer")
-        res.layer = B.labels_layer(data, kwargs) if layer is None else layer
-        tab.adder.add(res.layer)
-    res.hidden_layer = tab.adder.put_hidden(res, prepared)
-    feats = kwargs["features"]
-    n_hidden = int((feats["visible_area"] == 0).sum()) if len(feats) else 0
-    extra = f", {n_hidden} hidden by overlaps" if n_hidden else ""
-    tab.set_status(
-        f"{len(cands)} objects ({len(res.raw)} candidates before filtering){extra} "
-        f"in '{res.layer.name}'."
-    )
+    tab.set_status(R.apply_prepared(tab.viewer, tab.adder, res, prepared))
+    tab.show_driven_layer()

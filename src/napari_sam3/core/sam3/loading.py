@@ -23,6 +23,7 @@ from typing import Any
 
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.sam3.load_errors import out_of_memory_error
+from napari_sam3.core.sam3.triton_isolation import isolate_triton
 
 DEFAULT_SOURCE = "facebook/sam3"
 ENV_MODEL = "NAPARI_SAM3_MODEL"
@@ -291,6 +292,7 @@ def _load(source: str, device, dtype) -> LoadedModel:
 
     folder = locate_checkpoint(source)
     check_folder(folder, source)
+    isolate_triton()  # before transformers -> torchvision -> torch._dynamo -> triton (see module)
     try:
         from transformers import Sam3Processor, Sam3VideoModel
         from transformers.utils import logging as hf_logging
