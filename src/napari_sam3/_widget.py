@@ -6,8 +6,6 @@ Only wiring: the tabs read their controls, run core generators through one share
 
 from __future__ import annotations
 
-import os
-
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -21,15 +19,11 @@ from qtpy.QtWidgets import (
 )
 
 from napari_sam3._napari.identity import unwrap
+from napari_sam3._qt.count_tab import CountTab
 from napari_sam3._qt.export_box import ExportBox
 from napari_sam3._qt.segment_tab import SegmentTab
 from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, notify_error
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-def default_model() -> str:
-    return os.environ.get("NAPARI_SAM3_MODEL", "").strip() or "facebook/sam3"
+from napari_sam3.core.defaults import DEVICES, default_model
 
 
 class Sam3Widget(QWidget):
@@ -161,8 +155,7 @@ class Sam3Widget(QWidget):
         self._closed = True
         self.runner.close()
         self.segment_tab.disconnect_viewer()
-        if hasattr(self.count_tab, "disconnect_viewer"):
-            self.count_tab.disconnect_viewer()
+        self.count_tab.disconnect_viewer()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt name
         self.cleanup()
@@ -181,10 +174,4 @@ class Sam3Widget(QWidget):
 
 
 def _make_count_tab(widget: Sam3Widget) -> QWidget:
-    try:
-        from napari_sam3._qt.count_tab import CountTab
-    except ImportError as exc:  # counting core not available yet
-        placeholder = QLabel(f"Counting is not available: {exc}")
-        placeholder.setWordWrap(True)
-        return placeholder
     return CountTab(widget.viewer, widget.holder, widget.runner, widget.model_settings)

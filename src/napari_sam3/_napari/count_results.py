@@ -19,7 +19,7 @@ def count_name(ref: L.PlaneRef, method: str, all_slices: bool = False) -> str:
     return f"{ref.layer_name} count ({method}){ref.slice_text()}"
 
 
-def prepare_count(result, ref: L.PlaneRef, image_name: str) -> dict:
+def prepare_count(result, ref: L.PlaneRef) -> dict:
     """Layer data for a `CountResult` on ``ref``'s plane (runs in the worker)."""
     table = result.table.copy()
     table.insert(0, "index", table["label"].to_numpy())

@@ -42,10 +42,6 @@ class PlaneRef:
     geometry: dict = field(default_factory=dict, compare=False)
     image_uid: str = field(default="", compare=False)  # `identity.layer_uid` of the image
 
-    @property
-    def is_nd(self) -> bool:
-        return self.ndim > 2
-
     def label_shape(self) -> tuple[int, ...]:
         """Shape of a result layer's data: singleton leading axes, then the plane."""
         return (1,) * len(self.index) + tuple(self.shape)
@@ -199,10 +195,6 @@ def prepare_result(
         "hidden": hidden,
         "settings": (threshold, min_area, refinement, with_hidden),
     }
-
-
-def empty_features() -> pd.DataFrame:
-    return pd.DataFrame({"index": np.zeros(0, np.int64)})
 
 
 def labels_layer_data(

@@ -186,7 +186,6 @@ class CountTab(PlaneTab):
         data = image.data
         source, device = self.model_settings()
         holder = self.holder
-        name = image.name
         if self.all_slices(image) and ref.index:
             options = {
                 "diameter": diameter,
@@ -220,7 +219,7 @@ class CountTab(PlaneTab):
                 rgb=ref.rgb,
             )
             yield Progress(f"Counted {result.count} objects; building layers...")
-            out = prepare_count(result, ref, name)
+            out = prepare_count(result, ref)
             geometry = L.placed_geometry(ref)
             out["layers"] = B.count_layers(out, count_name(ref, method), geometry, result.diameter)
             return out

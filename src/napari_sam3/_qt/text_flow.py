@@ -18,6 +18,7 @@ from napari_sam3._qt import click_flow
 from napari_sam3._qt.worker import Job, notify_error
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.progress import Progress
+from napari_sam3.core.prompts import concepts_typed
 
 
 def run_text(tab) -> Job | None:
@@ -26,7 +27,11 @@ def run_text(tab) -> Job | None:
     ref = tab.ref_or_notify(image)
     if ref is None:
         return None
-    concepts = [c.strip() for c in tab.concepts_edit.text().split(",") if c.strip()]
+    try:
+        concepts = concepts_typed(tab.concepts_edit.text())
+    except Sam3Error as exc:  # e.g. digits only: say what SAM3 needs
+        notify_error(exc)
+        return None
     boxes = np.zeros((0, 4), np.float32)
     box_labels = np.zeros(0, np.int64)
     _, box_layer = click_flow.prompt_layers(tab, image)

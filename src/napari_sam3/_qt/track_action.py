@@ -19,6 +19,7 @@ from napari_sam3._napari import layers as L
 from napari_sam3._qt.worker import Job, notify_error
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.progress import Progress
+from napari_sam3.core.prompts import concepts_typed
 
 TABLE_KEY = "sam3_track_table"
 
@@ -66,7 +67,11 @@ def start_tracking(tab) -> Job | None:
     except Sam3Error as exc:
         notify_error(exc)
         return None
-    concepts = [c.strip() for c in tab.concepts_edit.text().split(",") if c.strip()]
+    try:
+        concepts = concepts_typed(tab.concepts_edit.text())
+    except Sam3Error as exc:  # e.g. digits only: say what SAM3 needs
+        notify_error(exc)
+        return None
     if not concepts:
         notify_error(Sam3Error("Type a concept to track (e.g. 'nucleus')."))
         return None

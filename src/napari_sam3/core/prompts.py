@@ -75,6 +75,15 @@ def parse_concepts(text: str | Iterable[str] | None) -> list[str]:
     return concepts
 
 
+def concepts_typed(text: str | Sequence[str] | None) -> list[str]:
+    """What a user typed where concepts go: ``[]`` when blank (boxes or clicks may carry the run),
+    else `parse_concepts` (the same splitting, deduplication and checks everywhere)."""
+    pieces = [text] if isinstance(text, str) else list(text or [])
+    if not _SPLIT.sub("", "".join(str(t) for t in pieces if t is not None)).strip():
+        return []
+    return parse_concepts(text)
+
+
 def check_boxes(
     boxes_xyxy: Sequence | np.ndarray,
     labels: Sequence | np.ndarray | None,
@@ -154,4 +163,10 @@ def check_points(
     return pts, lab
 
 
-__all__ = ["NonEnglishPromptWarning", "check_boxes", "check_points", "parse_concepts"]
+__all__ = [
+    "NonEnglishPromptWarning",
+    "check_boxes",
+    "check_points",
+    "concepts_typed",
+    "parse_concepts",
+]
