@@ -23,7 +23,7 @@ from napari_sam3.core.results.refine import check_level, filter_candidates, refi
 from napari_sam3.io.export import export_plane, output_paths
 from napari_sam3.io.manifest import provenance
 from napari_sam3.io.readers import iter_planes
-from napari_sam3.io.tables import table_from_labels
+from napari_sam3.io.tables import table_from_labels, table_with_labels
 
 
 class ModelLoadError(Sam3Error):
@@ -215,7 +215,7 @@ def _segment(plane, settings: BatchSettings, on_progress=None):
         if check_level(settings.refine) == "Low":
             return labels, table, None
         labels = refine_label_image(labels, settings.refine)
-        return labels, _table_with(table_from_labels(labels, "", plane.scale), table), None
+        return labels, table_with_labels(labels, table, plane.scale), None
     kw = {
         "rgb": plane.rgb,
         "min_score": settings.threshold,
@@ -271,18 +271,8 @@ def _count_sam3(plane, settings: BatchSettings, engine, tile, on_progress):
     )
     result = _drive(gen, plane.stem, on_progress)
     labels = np.asarray(result.labels)
-    table = _table_with(table_from_labels(labels, prompt="", scale=plane.scale), result.table)
+    table = table_with_labels(labels, result.table, plane.scale)
     return labels, table, None
-
-
-def _table_with(table, src):
-    """``table`` with ``score`` and ``prompt`` taken from ``src`` by label id (where ``src`` has them)."""
-    if len(table) and src is not None and len(src) and "label" in src:
-        for col in ("score", "prompt"):
-            if col in src:
-                by_label = dict(zip(src["label"].astype(int), src[col], strict=False))
-                table[col] = [by_label.get(int(i), np.nan) for i in table["label"]]
-    return table
 
 
 def _drive(gen, stem: str, on_progress):
