@@ -23,7 +23,7 @@ from napari_sam3.core.results.refine import check_level, filter_candidates, refi
 from napari_sam3.io.export import export_plane, output_paths
 from napari_sam3.io.manifest import provenance
 from napari_sam3.io.readers import iter_planes
-from napari_sam3.io.tables import table_from_labels, table_with_labels
+from napari_sam3.io.tables import table_with_labels
 
 
 class ModelLoadError(Sam3Error):
@@ -242,14 +242,22 @@ def _count(plane, settings: BatchSettings, on_progress=None):
         tile = "auto" if settings.tile is None else tile_option(settings.tile)
         return _count_sam3(plane, settings, get_engine(settings), tile, on_progress)
     from napari_sam3.core.counting.count import iter_count
+    from napari_sam3.core.counting.large_plane import is_large_plane, iter_count_large_plane
 
+    if is_large_plane(plane.data, plane.rgb):  # bounded by the tile, not the plane
+        gen = iter_count_large_plane(
+            plane.data, settings.diameter, rgb=plane.rgb, scale=plane.scale
+        )
+        labels, table, _ = _drive(gen, plane.stem, on_progress)
+        return labels, table, None
     result = _drive(
         iter_count(plane.data, "classical", diameter=settings.diameter, rgb=plane.rgb),
         plane.stem,
         on_progress,
     )
     labels = np.asarray(result.labels)
-    return labels, table_from_labels(labels, prompt="classical", scale=plane.scale), None
+    table = table_with_labels(labels, result.table, plane.scale, "classical", measured=True)
+    return labels, table, None
 
 
 def _count_sam3(plane, settings: BatchSettings, engine, tile, on_progress):
@@ -271,7 +279,7 @@ def _count_sam3(plane, settings: BatchSettings, engine, tile, on_progress):
     )
     result = _drive(gen, plane.stem, on_progress)
     labels = np.asarray(result.labels)
-    table = table_with_labels(labels, result.table, plane.scale)
+    table = table_with_labels(labels, result.table, plane.scale, measured=True)
     return labels, table, None
 
 

@@ -64,10 +64,18 @@ def table_from_labels(
 
 
 def table_with_labels(
-    labels: np.ndarray, source: pd.DataFrame | None, scale=None, prompt: str = ""
+    labels: np.ndarray,
+    source: pd.DataFrame | None,
+    scale=None,
+    prompt: str = "",
+    measured: bool = False,
 ) -> pd.DataFrame:
     """The export table of ``labels``, with ``score`` and ``prompt`` taken by label id from
-    ``source`` (a counting table or napari layer features) where it has them."""
+    ``source`` (a counting table or napari layer features) where it has them.
+
+    ``measured``: ``source`` is the `measure_labels` table of these very labels (a fresh
+    `CountResult.table`), so its geometry is used instead of measuring again.
+    """
     scores = prompts = None
     if source is not None and len(source) and "label" in source.columns:
         ids = pd.to_numeric(source["label"], errors="coerce")
@@ -80,7 +88,13 @@ def table_with_labels(
                 i: ("" if pd.isna(p) else str(p))
                 for i, p in zip(ids, source["prompt"][ok], strict=True)
             }
-    return _objects_table(np.asarray(labels), scores=scores, prompts=prompts or prompt, scale=scale)
+    return _objects_table(
+        np.asarray(labels),
+        scores=scores,
+        prompts=prompts or prompt,
+        scale=scale,
+        measured=source if measured and source is not None and len(source) else None,
+    )
 
 
 def empty_table(physical: bool = False) -> pd.DataFrame:

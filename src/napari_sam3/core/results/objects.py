@@ -36,6 +36,7 @@ def objects_table(
     offset: tuple[int, int] = (0, 0),
     work_labels: np.ndarray | None = None,
     work_factor: int = 1,
+    measured: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The objects table of a 2-D label image (ids kept as they are; gaps allowed).
 
@@ -50,8 +51,12 @@ def objects_table(
     offset : (row, col) of the label image's origin in the plane (a tile of a larger plane).
     work_labels, work_factor : a label image ``work_factor`` times smaller that ``labels`` is the
         nearest-neighbour blow-up of (see `measure_labels`): same numbers, computed faster.
+    measured : the `measure_labels` table of ``labels`` when the caller has it already (a
+        `CountResult.table`): not measured twice.
     """
-    m = measure_labels(labels, work_labels=work_labels, work_factor=work_factor)
+    m = measured
+    if m is None:
+        m = measure_labels(labels, work_labels=work_labels, work_factor=work_factor)
     m = m.set_index("label")
     if ids is None:
         ids = m.index.to_numpy()
