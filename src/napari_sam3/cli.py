@@ -296,7 +296,7 @@ def _run(args, argv) -> int:
 
         settings, what = track_settings_from_args(args), "stack(s)"
     else:
-        from napari_sam3.batch.runner import run_batch as run
+        from napari_sam3.batch.process import run_batch as run
 
         settings, what = settings_from_args(args), "plane(s)"
     report = run(
@@ -313,23 +313,23 @@ def _run(args, argv) -> int:
 
 
 def _report(report, args, what: str) -> int:
-    """Print a run's summary and its failures; the exit code."""
+    """Print a run's summary and its failures (also when the run stopped); the exit code."""
     err = sys.stderr
-    if report.fatal:
-        print(f"napari-sam3: error: {report.fatal}", file=err)
-        return 2
     c = report.counts
     fails = report.failures
-    print(
-        f"napari-sam3: {len(report.results)} {what}: {c['done']} done, {c['skipped']} already "
-        f"complete, {len(fails)} failed; {report.seconds:.1f} s. Outputs in {report.out_dir}",
-        file=err,
-    )
+    if report.results or not report.fatal:
+        print(
+            f"napari-sam3: {len(report.results)} {what}: {c['done']} done, {c['skipped']} already "
+            f"complete, {len(fails)} failed; {report.seconds:.1f} s. Outputs in {report.out_dir}",
+            file=err,
+        )
     for f in fails:
         name = f.get("stem") or ""
         print(f"  FAILED {f['source']}{' [' + name + ']' if name else ''}: {f['error']}", file=err)
         if args.debug and f.get("traceback"):
             print(f["traceback"], file=err)
+    if report.fatal:
+        print(f"napari-sam3: error: {report.fatal}", file=err)
     return report.exit_code
 
 
@@ -384,6 +384,13 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"napari-sam3: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the output folder (or a file we must read) refused us
+        from napari_sam3.batch.outdir import describe_os_error
+
+        if debug:
+            traceback.print_exc()
+        print(f"napari-sam3: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
 
 
