@@ -76,7 +76,7 @@ def table_with_labels(
     ``measured``: ``source`` is the `measure_labels` table of these very labels (a fresh
     `CountResult.table`), so its geometry is used instead of measuring again.
     """
-    scores = prompts = None
+    scores = prompts = ids = whole = None
     if source is not None and len(source) and "label" in source.columns:
         ids = pd.to_numeric(source["label"], errors="coerce")
         ok = ids.notna().to_numpy()
@@ -88,11 +88,24 @@ def table_with_labels(
                 i: ("" if pd.isna(p) else str(p))
                 for i, p in zip(ids, source["prompt"][ok], strict=True)
             }
+        # objects the image no longer shows (hidden by overlaps) keep their row, as in features
+        labels = np.asarray(labels)
+        present = np.flatnonzero(np.bincount(labels.ravel())) if labels.size else np.zeros(0, int)
+        hidden = sorted(set(ids) - set(present.tolist()) - {0})
+        if hidden and not measured:
+            ids = np.union1d(present[present != 0], hidden).astype(np.int64)
+            geo = source.assign(label=pd.to_numeric(source["label"], errors="coerce"))
+            whole = geo[geo["label"].isin(hidden)].set_index("label")
+            whole = whole[[c for c in whole.columns if c in EXPORT_COLUMNS]]
+        else:
+            ids = None
     return _objects_table(
         np.asarray(labels),
         scores=scores,
         prompts=prompts or prompt,
         scale=scale,
+        ids=ids,
+        whole=whole,
         measured=source if measured and source is not None and len(source) else None,
     )
 
