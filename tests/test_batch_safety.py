@@ -97,8 +97,12 @@ def test_a_busy_folder_is_refused_and_a_dead_runs_lock_taken_over(folder, tmp_pa
         assert live_tmp.exists()  # never removed while its run lives
     assert not (out / LOCK_NAME).exists()
     # a lock left by a process that is gone (same host): stale, taken over, its temporaries removed
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     pid = int(dead.stdout)
     (out / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
     assert count([folder], out) == 0
@@ -110,8 +114,16 @@ def test_second_concurrent_process_refuses(folder, tmp_path):
     out.mkdir()
     with folder_lock(out, "first"):
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        cmd = [sys.executable, "-m", "napari_sam3.cli", "count", str(folder), "--out", str(out),
-               "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "napari_sam3.cli",
+            "count",
+            str(folder),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "is writing into" in res.stderr
     assert "Traceback" not in res.stderr
@@ -129,8 +141,9 @@ def test_out_under_a_file_is_one_line_exit_2(folder, tmp_path, capsys):
 def tmpfs(path, size, readonly=False):
     path.mkdir(parents=True, exist_ok=True)
     opts = f"size={size}" + (",ro" if readonly else "")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
-                         capture_output=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True
+    )
     if res.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:

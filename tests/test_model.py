@@ -373,8 +373,18 @@ def test_config_that_is_a_json_list_is_one_load_error(tiny_checkpoint, tmp_path,
         check_folder(folder)
     for i in range(2):
         tifffile.imwrite(tmp_path / f"im{i}.tif", synthetic_nuclei((48, 48), seed=i)[0])
-    args = ["segment", str(tmp_path / "im0.tif"), str(tmp_path / "im1.tif"), "--prompt", "cell",
-            "--model", str(folder), "--out", str(tmp_path / "out"), "--no-progress"]
+    args = [
+        "segment",
+        str(tmp_path / "im0.tif"),
+        str(tmp_path / "im1.tif"),
+        "--prompt",
+        "cell",
+        "--model",
+        str(folder),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("not a model configuration") == 1 and "Traceback" not in err

@@ -38,7 +38,9 @@ def test_geometry_matches_regionprops_with_gapped_ids():
     np.testing.assert_array_equal(ours["area"], ref["area"])
     np.testing.assert_allclose(ours["centroid_y"], ref["centroid-0"])
     np.testing.assert_allclose(ours["centroid_x"], ref["centroid-1"])
-    for ours_col, ref_col in zip(("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"), range(4)):
+    for ours_col, ref_col in zip(
+        ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"), range(4), strict=True
+    ):
         np.testing.assert_array_equal(ours[ours_col], ref[f"bbox-{ref_col}"])
     assert (ours["visible_area"] == ours["area"]).all()
 

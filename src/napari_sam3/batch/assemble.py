@@ -144,8 +144,16 @@ def assemble_tracks(out: Path, cmd, report: BatchReport, argv, settings: dict) -
     ]
     for item, why in report.input_problems:
         rows.append(
-            {"file": item, "stem": "", "slice": "", "frames": None, "tracks": None,
-             "seconds": None, "status": "failed", "error": why}
+            {
+                "file": item,
+                "stem": "",
+                "slice": "",
+                "frames": None,
+                "tracks": None,
+                "seconds": None,
+                "status": "failed",
+                "error": why,
+            }
         )
     cols = ["file", "stem", "slice", "frames", "tracks", "seconds", "status", "error"]
     table = pd.DataFrame(rows, columns=cols).astype({"frames": "Int64", "tracks": "Int64"})

@@ -87,7 +87,12 @@ def read_lock(out: Path) -> dict | None:
 def folder_lock(out: Path, command: str = "") -> Iterator[None]:
     """Hold ``out``'s run lock; `Sam3Error` when a live run holds it."""
     path = out / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": now_iso(), "command": command}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": now_iso(),
+        "command": command,
+    }
     for _ in range(3):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -114,8 +119,14 @@ def folder_lock(out: Path, command: str = "") -> Iterator[None]:
     else:
         raise Sam3Error(f"cannot take the run lock {path}; delete it if no run is using it.")
     try:
-        for sub in (out, out / ".done", out / ".parts", out / "pairs", out / "pairs" / "images",
-                    out / "pairs" / "masks"):
+        for sub in (
+            out,
+            out / ".done",
+            out / ".parts",
+            out / "pairs",
+            out / "pairs" / "images",
+            out / "pairs" / "masks",
+        ):
             clean_stale_temporaries(sub)  # we hold the lock: they belong to dead runs
         yield
     finally:

@@ -111,7 +111,11 @@ class PlaneCommand(Command):
             self,
             report,
             argv,
-            {**settings.result_fields(), "formats": list(settings.formats), "device": settings.device},
+            {
+                **settings.result_fields(),
+                "formats": list(settings.formats),
+                "device": settings.device,
+            },
         )
 
 

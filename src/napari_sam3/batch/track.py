@@ -98,7 +98,11 @@ class TrackCommand(Command):
         for stack in read_stacks(job.path, job.base, self.settings.axis):
             paths = output_paths(out, stack.stem)
             yield Item(
-                stack.stem, Path(stack.source), stack.slice_label, record_key(stack.stem), paths,
+                stack.stem,
+                Path(stack.source),
+                stack.slice_label,
+                record_key(stack.stem),
+                paths,
                 stack,
             )
 

@@ -82,7 +82,9 @@ def table_with_labels(
         ok = ids.notna().to_numpy()
         ids = ids[ok].astype(np.int64).tolist()
         if "score" in source.columns:
-            scores = dict(zip(ids, pd.to_numeric(source["score"], errors="coerce")[ok], strict=True))
+            scores = dict(
+                zip(ids, pd.to_numeric(source["score"], errors="coerce")[ok], strict=True)
+            )
         if "prompt" in source.columns:
             prompts = {
                 i: ("" if pd.isna(p) else str(p))

@@ -67,7 +67,7 @@ def iter_count_large_plane(
     parts: list[pd.DataFrame] = []
     next_id = 1
     total = len(rows) * len(cols)
-    for k, ((r0, r1), (c0, c1)) in enumerate(((r, c) for r in rows for c in cols)):
+    for k, ((r0, r1), (c0, c1)) in enumerate((r, c) for r in rows for c in cols):
         yield Progress("Counting tiles", k, total)
         y0, y1 = max(0, r0 - overlap), min(h, r1 + overlap)
         x0, x1 = max(0, c0 - overlap), min(w, c1 + overlap)
