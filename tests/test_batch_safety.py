@@ -209,3 +209,24 @@ def test_folder_lock_refuses_a_live_lock_from_another_host(tmp_path):
     (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
     with pytest.raises(Sam3Error, match="on elsewhere"), folder_lock(tmp_path):
         pass
+
+
+def test_wait_waits_for_the_run_holding_the_folder(folder, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from napari_sam3.batch.outdir import folder_lock\n"
+            "with folder_lock(Path(sys.argv[1]), 'holder'):\n"
+            "    print('held', flush=True); time.sleep(3)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    assert count([folder], out, "--wait") == 0  # waited, then ran
+    assert holder.wait(timeout=30) == 0
+    assert len(pd.read_csv(out / "counts.csv")) == 3

@@ -69,6 +69,11 @@ def _run_options() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run on an existing Dask scheduler, e.g. tcp://host:8786",
     )
+    shared.add_argument(
+        "--wait",
+        action="store_true",
+        help="when another run is writing into --out, wait for it to finish instead of refusing",
+    )
     shared.add_argument("--no-progress", action="store_true", help="no progress bar")
     shared.add_argument("--debug", action="store_true", help="show tracebacks")
     return shared
@@ -308,6 +313,7 @@ def _run(args, argv) -> int:
         progress=not args.no_progress,
         argv=argv,
         debug=args.debug,
+        wait=args.wait,
     )
     return _report(report, args, what)
 

@@ -45,6 +45,18 @@ def merge_entries(previous: list[dict], current: list[dict]) -> list[dict]:
     return sorted(kept + current, key=lambda e: (str(e.get("source")), str(e["stem"])))
 
 
+def open_run_files(out: Path, cmd) -> None:
+    """Before rewriting the run files: drop their digests from our manifest, so that a run killed
+    half-way through assembling does not make the next run take its own files for a user's."""
+    path = out / cmd.manifest
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(doc, dict) and doc.get("tool") == cmd.tool and doc.get("run_files"):
+        write_json(path, {**doc, "run_files": None}, overwrite=True)
+
+
 def done_records(out: Path) -> dict[str, dict]:
     """Every done completion record of the folder, by record name."""
     found = {}
@@ -90,6 +102,7 @@ def assemble_planes(out: Path, cmd, report: BatchReport, argv, settings: dict) -
         previous_entries(out, cmd.manifest, cmd.tool, "images"), _entries(report, ENTRY_KEYS)
     )
     recs = done_records(out)
+    open_run_files(out, cmd)
     formats = settings.get("formats", ())
     if "coco" in formats:
         parts = []
@@ -122,6 +135,7 @@ def assemble_tracks(out: Path, cmd, report: BatchReport, argv, settings: dict) -
     """``tracks.csv`` (one row per stack) and ``tracks_manifest.json``."""
     current = _entries(report, TRACK_KEYS)
     entries = merge_entries(previous_entries(out, cmd.manifest, cmd.tool, "stacks"), current)
+    open_run_files(out, cmd)
 
     def seconds(e: dict) -> float | None:
         if e.get("status") not in ("done", "skipped"):

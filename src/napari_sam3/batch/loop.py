@@ -243,17 +243,19 @@ def run_command(
     on_result: Callable | None = None,
     argv: list[str] | None = None,
     debug: bool = False,
+    wait: bool = False,
 ) -> BatchReport:
     """Run ``cmd`` over ``inputs`` into ``out_dir``; never raises for a bad image.
 
     Raises `Sam3Error` for unusable options, a busy or unusable output folder, user files in the
-    way and colliding output names (all before any work). A model that cannot be loaded or an
+    way and colliding output names (all before any work). ``wait``: wait for a run holding the
+    folder's lock to end instead of refusing. A model that cannot be loaded or an
     output folder that stops accepting writes ends the run: ``report.fatal``.
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
     prepare_out_dir(out)
-    with folder_lock(out, cmd.tool):
+    with folder_lock(out, cmd.tool, wait=wait):
         check_run_files(out, cmd)
         jobs, problems = plan_jobs(inputs, exclude_dir=out, suffixes=cmd.output_suffixes())
         if not jobs and not problems:

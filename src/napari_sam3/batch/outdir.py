@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,8 +85,10 @@ def read_lock(out: Path) -> dict | None:
 
 
 @contextlib.contextmanager
-def folder_lock(out: Path, command: str = "") -> Iterator[None]:
-    """Hold ``out``'s run lock; `Sam3Error` when a live run holds it."""
+def folder_lock(
+    out: Path, command: str = "", wait: bool = False, poll: float = 2.0
+) -> Iterator[None]:
+    """Hold ``out``'s run lock; `Sam3Error` when a live run holds it (``wait``: wait for it)."""
     path = out / LOCK_NAME
     me = {
         "pid": os.getpid(),
@@ -93,7 +96,9 @@ def folder_lock(out: Path, command: str = "") -> Iterator[None]:
         "started": now_iso(),
         "command": command,
     }
-    for _ in range(3):
+    tries = 0
+    while tries < 3:
+        tries += 1
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
@@ -106,17 +111,21 @@ def folder_lock(out: Path, command: str = "") -> Iterator[None]:
             if host == me["host"] and not _alive(pid):
                 path.unlink(missing_ok=True)  # its run is gone
                 continue
+            if wait:
+                time.sleep(poll)
+                tries = 0
+                continue
             raise Sam3Error(
                 f"another napari-sam3 run ({held.get('command') or 'pid'} pid {pid} on {host}, "
                 f"started {held.get('started')}) is writing into {out}; wait for it to finish or "
-                f"choose another --out (if no run is using it, delete {path})."
+                f"choose another --out, or pass --wait (if no run is using it, delete {path})."
             ) from None
         except OSError as exc:
             raise OutputError(describe_os_error(exc, path)) from exc
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(me, f)
         break
-    else:
+    else:  # pragma: no cover - a lock file that keeps vanishing and reappearing
         raise Sam3Error(f"cannot take the run lock {path}; delete it if no run is using it.")
     try:
         for sub in (
