@@ -99,7 +99,11 @@ class Candidates:
     def from_label_image(
         cls, labels: np.ndarray, prompt: str = "classical", kind: str = "classical"
     ) -> Candidates:
-        """One candidate per distinct non-zero id of a 2-D label image, in id order."""
+        """One candidate per distinct non-zero id of a 2-D label image, in id order.
+
+        Builds an (N, H, W) mask stack: for small images only. The objects table of a label
+        image is `core.results.objects.objects_table` (O(pixels)).
+        """
         labels = np.asarray(labels)
         ids = np.unique(labels)
         ids = ids[ids != 0]
