@@ -122,11 +122,11 @@ def test_resume_redoes_partial_and_never_duplicates(images, tmp_path, tiny_check
     assert seg(good, out, tiny_checkpoint, "--format", "tiff,coco") == 0
     ref = snapshot(out)
     ref_coco = json.loads((out / "coco.json").read_text())
-    # damage: truncate an output, delete a completion record, leave a started-only record
-    # (a run killed between writing outputs and its record) and a stale temporary file
-    p = out / "stack_z001_objects.csv"
-    p.write_bytes(p.read_bytes()[:40])
-    (out / ".done" / "rgb.json").unlink()
+    # crash damage: a deleted output, started-only records (a run killed between writing outputs
+    # and its record, with and without the outputs) and a stale temporary file
+    (out / "stack_z001_objects.csv").unlink()
+    rec = json.loads((out / ".done" / "rgb.json").read_text())
+    (out / ".done" / "rgb.json").write_text(json.dumps({**rec, "status": "started"}))
     rec = json.loads((out / ".done" / "a.json").read_text())
     (out / ".done" / "a.json").write_text(json.dumps({**rec, "status": "started", "outputs": {}}))
     (out / "a_labels.tif").unlink()
@@ -147,6 +147,19 @@ def test_resume_redoes_partial_and_never_duplicates(images, tmp_path, tiny_check
     capsys.readouterr()
     assert seg(good, out, tiny_checkpoint, "--format", "tiff,coco") == 0
     assert "1 done, 4 already complete" in capsys.readouterr().err
+    # a hand-edited labels file and files whose record is gone are not ours to replace
+    edited = out / "stack_z001_labels.tif"
+    edited.write_bytes(edited.read_bytes() + b"\0")
+    (out / ".done" / "rgb.json").unlink()
+    mine = snapshot(out)
+    assert seg(good, out, tiny_checkpoint, "--format", "tiff,coco") == 1
+    err = capsys.readouterr().err
+    assert "changed after the run that wrote them" in err and "stack_z001_labels.tif" in err
+    assert "did not write: rgb_labels.tif" in err
+    assert {k: v for k, v in snapshot(out).items() if "labels" in k or "objects" in k} == {
+        k: v for k, v in mine.items() if "labels" in k or "objects" in k
+    }
+    assert seg(good, out, tiny_checkpoint, "--format", "tiff,coco", "--overwrite") == 0
 
 
 def test_resume_after_killed_process(tmp_path):

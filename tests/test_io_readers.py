@@ -97,3 +97,22 @@ def test_expand_inputs_files_folders_globs(tmp_path):
     )
     assert [f.name for f in files] == ["a.png", "b.tif", "c.jpeg", "d.tiff"]  # no duplicates
     assert [p[0] for p in problems] == [str(tmp_path / "nope.tif"), str(tmp_path / "zz*.tif")]
+
+
+def test_plane_stems_from_the_header_match_the_planes(tmp_path):
+    import tifffile
+
+    from napari_sam3.io.readers import iter_planes, plane_stems
+
+    cases = {
+        "zyx.tif": (np.zeros((3, 8, 9), np.uint8), {"axes": "ZYX"}),
+        "tzyx.tif": (np.zeros((2, 3, 8, 9), np.uint8), {"axes": "TZYX"}),
+        "rgb.tif": (np.zeros((8, 9, 3), np.uint8), {"axes": "YXS"}),
+        "plain.tif": (np.zeros((8, 9), np.uint16), {"axes": "YX"}),
+        "one.tif": (np.zeros((1, 8, 9), np.uint8), {"axes": "ZYX"}),
+    }
+    for name, (data, meta) in cases.items():
+        tifffile.imwrite(tmp_path / name, data, metadata=meta)
+        planes = [p.stem for p in iter_planes(tmp_path / name, base="b")]
+        assert plane_stems(tmp_path / name, "b") == planes, name
+    assert plane_stems(tmp_path / "missing.tif", "m") == ["m"]

@@ -323,3 +323,68 @@ def test_checkpoint_resaved_by_save_pretrained_still_loads(
     reference = original.state_dict()
     for name, tensor in loaded.model.state_dict().items():
         assert torch.equal(tensor, reference[name]), name
+
+
+# ---------------------------------------------------------------- safetensors only, inside the folder
+def _sharded(tiny_checkpoint, tmp_path, shard_name):
+    """A copy whose index maps every weight to ``shard_name`` (the real weights moved there)."""
+    from safetensors import safe_open
+
+    folder = _copy(tiny_checkpoint, tmp_path)
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    target = (folder / shard_name).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(folder / "model.safetensors", target)
+    index = {"metadata": {}, "weight_map": {k: shard_name for k in keys}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return folder
+
+
+def test_sharded_safetensors_inside_the_folder_load(tiny_checkpoint, tmp_path, private_cache):
+    folder = _sharded(tiny_checkpoint, tmp_path, "model-00001-of-00001.safetensors")
+    assert load_model(str(folder), device="cpu").model is not None
+
+
+@pytest.mark.parametrize(
+    ("shard", "words"),
+    [
+        ("../outside.safetensors", "outside the checkpoint folder"),
+        ("pytorch_model.bin", "safetensors weights only"),
+    ],
+)
+def test_index_pointing_outside_or_to_a_pickle_is_refused(
+    tiny_checkpoint, tmp_path, private_cache, shard, words
+):
+    folder = _sharded(tiny_checkpoint, tmp_path, shard)
+    with pytest.raises(Sam3Error, match=words):
+        load_model(str(folder), device="cpu")
+
+
+def test_config_that_is_a_json_list_is_one_load_error(tiny_checkpoint, tmp_path, capsys):
+    import tifffile
+
+    from napari_sam3.cli import main
+    from napari_sam3.core.synthetic import synthetic_nuclei
+
+    folder = _copy(tiny_checkpoint, tmp_path)
+    (folder / "config.json").write_text("[1, 2, 3]")
+    with pytest.raises(Sam3Error, match="not a model configuration"):
+        check_folder(folder)
+    for i in range(2):
+        tifffile.imwrite(tmp_path / f"im{i}.tif", synthetic_nuclei((48, 48), seed=i)[0])
+    args = [
+        "segment",
+        str(tmp_path / "im0.tif"),
+        str(tmp_path / "im1.tif"),
+        "--prompt",
+        "cell",
+        "--model",
+        str(folder),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("not a model configuration") == 1 and "Traceback" not in err

@@ -179,7 +179,7 @@ def test_tiled_segment_refines_the_stitched_labels(monkeypatch):
         "_count_sam3",
         lambda plane, settings, engine, tile, progress: (
             labels,
-            process._table_with(process.table_from_labels(labels, "", None), src),
+            process.table_with_labels(labels, src),
             None,
         ),
     )

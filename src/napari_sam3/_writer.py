@@ -1,7 +1,10 @@
 """napari writer: a Labels layer -> compressed TIFF + ``<stem>_objects.csv`` from its features.
 
-napari's save dialog has already asked before replacing the chosen file, so the TIFF and its CSV
-sidecar are replaced when they exist. Writes are atomic. No Qt import.
+napari's save dialog has already asked before replacing the chosen file, so the TIFF is replaced when
+it exists. The CSV sidecar was not part of that question: an existing ``<stem>_objects.csv`` is
+never replaced; the table goes to the first free ``<stem>_objects-N.csv`` beside it instead (the
+returned paths say where). The table of a 2-D layer is built from its label image (hand edits
+included) with score and prompt from the layer's features. Writes are atomic. No Qt import.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_sam3.io.tables import table_from_labels, to_export_columns, write_table_csv
+from napari_sam3.io.tables import table_with_labels, to_export_columns, write_table_csv
 from napari_sam3.io.tiff import write_labels_tiff
 
 
@@ -33,14 +36,24 @@ def write_labels(path: str, data, attributes: dict) -> list[str]:
     written = [str(out)]
     features = attributes.get("features")
     table = pd.DataFrame(features) if features is not None else pd.DataFrame()
-    if len(table) and "label" in table.columns:
+    if labels.ndim == 2:
+        table = table_with_labels(labels, table, scale=scale, prompt="object")
+    elif len(table) and "label" in table.columns:
         table = to_export_columns(table)
-    elif labels.ndim == 2:
-        table = table_from_labels(labels, prompt="object")
     else:
         table = None
     if table is not None:
-        csv = out.with_name(out.stem + "_objects.csv")
-        write_table_csv(csv, table, overwrite=True)
+        csv = free_sidecar(out.with_name(out.stem + "_objects.csv"))
+        write_table_csv(csv, table, overwrite=False)
         written.append(str(csv))
     return written
+
+
+def free_sidecar(path: Path) -> Path:
+    """``path`` if nothing is there, else the first free ``<stem>-N<suffix>`` beside it."""
+    n = 1
+    candidate = path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate

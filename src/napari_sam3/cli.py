@@ -69,6 +69,11 @@ def _run_options() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run on an existing Dask scheduler, e.g. tcp://host:8786",
     )
+    shared.add_argument(
+        "--wait",
+        action="store_true",
+        help="when another run is writing into --out, wait for it to finish instead of refusing",
+    )
     shared.add_argument("--no-progress", action="store_true", help="no progress bar")
     shared.add_argument("--debug", action="store_true", help="show tracebacks")
     return shared
@@ -296,7 +301,7 @@ def _run(args, argv) -> int:
 
         settings, what = track_settings_from_args(args), "stack(s)"
     else:
-        from napari_sam3.batch.runner import run_batch as run
+        from napari_sam3.batch.process import run_batch as run
 
         settings, what = settings_from_args(args), "plane(s)"
     report = run(
@@ -308,28 +313,29 @@ def _run(args, argv) -> int:
         progress=not args.no_progress,
         argv=argv,
         debug=args.debug,
+        wait=args.wait,
     )
     return _report(report, args, what)
 
 
 def _report(report, args, what: str) -> int:
-    """Print a run's summary and its failures; the exit code."""
+    """Print a run's summary and its failures (also when the run stopped); the exit code."""
     err = sys.stderr
-    if report.fatal:
-        print(f"napari-sam3: error: {report.fatal}", file=err)
-        return 2
     c = report.counts
     fails = report.failures
-    print(
-        f"napari-sam3: {len(report.results)} {what}: {c['done']} done, {c['skipped']} already "
-        f"complete, {len(fails)} failed; {report.seconds:.1f} s. Outputs in {report.out_dir}",
-        file=err,
-    )
+    if report.results or not report.fatal:
+        print(
+            f"napari-sam3: {len(report.results)} {what}: {c['done']} done, {c['skipped']} already "
+            f"complete, {len(fails)} failed; {report.seconds:.1f} s. Outputs in {report.out_dir}",
+            file=err,
+        )
     for f in fails:
         name = f.get("stem") or ""
         print(f"  FAILED {f['source']}{' [' + name + ']' if name else ''}: {f['error']}", file=err)
         if args.debug and f.get("traceback"):
             print(f["traceback"], file=err)
+    if report.fatal:
+        print(f"napari-sam3: error: {report.fatal}", file=err)
     return report.exit_code
 
 
@@ -384,6 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"napari-sam3: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the output folder (or a file we must read) refused us
+        from napari_sam3.batch.outdir import describe_os_error
+
+        if debug:
+            traceback.print_exc()
+        print(f"napari-sam3: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
 
 

@@ -1,137 +1,77 @@
-"""What one worker does with one input file: every plane -> model -> outputs -> completion record.
+"""``segment`` / ``count``: the per-plane part of the run loop (`batch.loop`), as a `Command`.
 
-Runs in the CLI process or in a Dask worker process (the model is loaded once per process and kept:
-`core.engine.Sam3Engine.load` caches it). Expected problems become a failed entry with the reason;
-only a model that cannot be loaded stops the run (a result with status ``fatal``).
+Each input file gives one item per 2-D plane (`io.readers.iter_planes`); producing an item runs the
+model or the classical counter and writes ``<stem>_labels.tif``, ``<stem>_objects.csv`` and the
+requested formats (`io.export.export_plane`). Runs in the CLI process or in a Dask worker process
+(the model is loaded once per process and kept: `Sam3Engine.load` caches it).
 """
 
 from __future__ import annotations
 
-import time
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from napari_sam3.batch import records
-from napari_sam3.batch.records import RecordState
+from napari_sam3.batch.assemble import assemble_planes
+from napari_sam3.batch.loop import Command, Item, ModelLoadError, run_command
+from napari_sam3.batch.runner import BatchReport, FileJob
 from napari_sam3.batch.settings import BatchSettings
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.results.refine import check_level, filter_candidates, refine_label_image
 from napari_sam3.io.export import export_plane, output_paths
 from napari_sam3.io.manifest import provenance
-from napari_sam3.io.readers import iter_planes
-from napari_sam3.io.tables import table_from_labels
+from napari_sam3.io.readers import iter_planes, plane_stems
+from napari_sam3.io.tables import table_with_labels
+
+__all__ = ["ModelLoadError", "PlaneCommand", "run_batch"]
+
+RUN_MANIFEST = "manifest.json"
+RUN_TOOL = "napari-sam3 batch"
 
 
-class ModelLoadError(Sam3Error):
-    """The model could not be loaded: the whole run stops (CLI exit code 2)."""
+class PlaneCommand(Command):
+    """``segment`` or ``count`` with these settings, one item per plane."""
 
+    tool = RUN_TOOL
+    manifest = RUN_MANIFEST
+    what = "plane(s)"
 
-@dataclass(frozen=True)
-class FileJob:
-    path: str  # absolute path of the input file
-    base: str  # output base name (file stem, made unique in the run)
+    def __init__(self, settings: BatchSettings):
+        self.settings = settings
+        self.overwrite = settings.overwrite
+        self._fingerprint = settings.fingerprint()
 
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
 
-def process_file(
-    job: FileJob,
-    settings: BatchSettings,
-    out_dir: str,
-    on_progress: Callable[[str], None] | None = None,
-    owned: bool = False,
-) -> list[dict]:
-    """Process every plane of one file; returns one result dict per plane (or one for the file).
+    def run_files(self) -> list[str]:
+        names = [RUN_MANIFEST, "counts.csv"]
+        if "coco" in self.settings.formats:
+            names.append("coco.json")
+        if "pairs" in self.settings.formats:
+            names.append("pairs/manifest.json")
+        return names
 
-    ``owned``: the output folder already belongs to napari-sam3 runs (it has ``.done/``), so output
-    files without a completion record are leftovers of ours (record lost) and are redone.
+    def stems(self, job: FileJob) -> list[str]:
+        return plane_stems(job.path, job.base)
 
-    Result keys: ``stem, source, slice, status`` (``done``, ``skipped`` or ``failed``), ``count``,
-    ``seconds``, ``error`` (the reason when failed), ``traceback`` (unexpected errors only).
-    """
-    out = Path(out_dir)
-    results: list[dict] = []
-    fp = settings.fingerprint()
-    try:
-        planes = iter_planes(job.path, base=job.base)
-        for plane in planes:
-            results.append(_process_plane(plane, settings, out, fp, on_progress, owned))
-    except ModelLoadError as exc:  # returned, not raised: no worker traceback in the logs
-        results.append({**_failed(job, str(exc)), "status": "fatal"})
-    except Sam3Error as exc:
-        results.append(_failed(job, str(exc)))
-    except Exception as exc:  # noqa: BLE001 - a bug must not end a night's batch
-        results.append(
-            _failed(job, f"unexpected error: {type(exc).__name__}: {exc}", traceback.format_exc())
-        )
-    return results
+    def items(self, job: FileJob, out: Path) -> Iterator[Item]:
+        for plane in iter_planes(job.path, base=job.base):
+            paths = output_paths(out, plane.stem, self.settings.formats)
+            yield Item(plane.stem, Path(plane.source), plane.slice_label, plane.stem, paths, plane)
 
+    def prepare(self) -> None:
+        if self.settings.method == "sam3":
+            get_engine(self.settings)
 
-def _failed(job: FileJob, reason: str, tb: str | None = None, stem: str | None = None) -> dict:
-    return {
-        "stem": stem or job.base,
-        "source": job.path,
-        "slice": "",
-        "status": "failed",
-        "count": None,
-        "seconds": 0.0,
-        "error": reason,
-        "traceback": tb,
-    }
-
-
-def _process_plane(
-    plane,
-    settings: BatchSettings,
-    out: Path,
-    fp: str,
-    on_progress: Callable[[str], None] | None,
-    owned: bool = False,
-) -> dict:
-    base = {
-        "stem": plane.stem,
-        "source": str(plane.source),
-        "slice": plane.slice_label,
-        "count": None,
-        "seconds": 0.0,
-        "error": None,
-        "traceback": None,
-    }
-    paths = output_paths(out, plane.stem, settings.formats)
-    sig = records.source_signature(plane.source)
-    state, rec = records.check_record(out, plane.stem, fp, paths, sig)
-    if state is RecordState.FOREIGN and owned:
-        state = RecordState.PARTIAL
-    if state is RecordState.COMPLETE:
-        return {**base, "status": "skipped", "count": rec.get("count")}
-    if state in (RecordState.FOREIGN, RecordState.CONFLICT) and not settings.overwrite:
-        why = (
-            "outputs exist that this folder's runs did not write"
-            if state is RecordState.FOREIGN
-            else "outputs exist from a run with different settings (prompts, model or thresholds)"
-        )
-        existing = [p.relative_to(out).as_posix() for p in paths.values() if p.exists()]
-        existing = existing or [records.record_path(out, plane.stem).relative_to(out).as_posix()]
-        return {
-            **base,
-            "status": "failed",
-            "error": f"{why}: {', '.join(existing)}; use --overwrite to replace them "
-            "or choose another --out",
-        }
-    if on_progress:
-        on_progress(plane.stem)
-    t0 = time.perf_counter()
-    info = {"source": str(plane.source), "slice": plane.slice_label, "source_file": sig}
-    try:
-        if settings.method == "sam3":
-            get_engine(settings)  # a model that cannot load must not leave records behind
-        records.write_started(out, plane.stem, fp, info)
-        labels = cands = table = None
+    def produce(self, item: Item, out: Path, on_progress) -> tuple[dict, dict]:
+        settings, plane = self.settings, item.data
         run = _count if settings.command == "count" else _segment
         labels, table, cands = run(plane, settings, on_progress)
-        # our own partial files (started / mismatching record) are replaced; others need --overwrite
+        # our own partial files (started record) are replaced; others were refused before
         export_plane(
             out,
             plane.stem,
@@ -148,7 +88,6 @@ def _process_plane(
             metadata={"source": Path(plane.source).name, "slice": plane.slice_label},
         )
         count = len(cands) if cands is not None else int(len(table))
-        seconds = time.perf_counter() - t0
         ex_boxes, ex_labels = settings.exemplar_boxes()
         prov = provenance(
             source=str(plane.source),
@@ -163,25 +102,31 @@ def _process_plane(
             diameter=settings.diameter,
             refine=settings.refine if settings.command == "segment" else None,
         )
-        records.write_done(
+        return {"count": count}, prov
+
+    def assemble(self, out: Path, report: BatchReport, argv: list[str] | None) -> None:
+        settings = self.settings
+        assemble_planes(
             out,
-            plane.stem,
-            fp,
-            paths,
-            {**info, "count": count, "seconds": round(seconds, 3), "provenance": prov},
+            self,
+            report,
+            argv,
+            {
+                **settings.result_fields(),
+                "formats": list(settings.formats),
+                "device": settings.device,
+            },
         )
-        return {**base, "status": "done", "count": count, "seconds": seconds}
-    except ModelLoadError:
-        raise
-    except Sam3Error as exc:
-        return {**base, "status": "failed", "error": str(exc)}
-    except Exception as exc:  # noqa: BLE001
-        return {
-            **base,
-            "status": "failed",
-            "error": f"unexpected error: {type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
-        }
+
+
+def run_batch(
+    inputs: Iterable[str],
+    settings: BatchSettings,
+    out_dir: str | os.PathLike,
+    **kwargs,
+) -> BatchReport:
+    """``segment`` / ``count`` over ``inputs`` into ``out_dir`` (see `loop.run_command`)."""
+    return run_command(PlaneCommand(settings), inputs, out_dir, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -215,7 +160,7 @@ def _segment(plane, settings: BatchSettings, on_progress=None):
         if check_level(settings.refine) == "Low":
             return labels, table, None
         labels = refine_label_image(labels, settings.refine)
-        return labels, _table_with(table_from_labels(labels, "", plane.scale), table), None
+        return labels, table_with_labels(labels, table, plane.scale), None
     kw = {
         "rgb": plane.rgb,
         "min_score": settings.threshold,
@@ -242,14 +187,22 @@ def _count(plane, settings: BatchSettings, on_progress=None):
         tile = "auto" if settings.tile is None else tile_option(settings.tile)
         return _count_sam3(plane, settings, get_engine(settings), tile, on_progress)
     from napari_sam3.core.counting.count import iter_count
+    from napari_sam3.core.counting.large_plane import is_large_plane, iter_count_large_plane
 
+    if is_large_plane(plane.data, plane.rgb):  # bounded by the tile, not the plane
+        gen = iter_count_large_plane(
+            plane.data, settings.diameter, rgb=plane.rgb, scale=plane.scale
+        )
+        labels, table, _ = _drive(gen, plane.stem, on_progress)
+        return labels, table, None
     result = _drive(
         iter_count(plane.data, "classical", diameter=settings.diameter, rgb=plane.rgb),
         plane.stem,
         on_progress,
     )
     labels = np.asarray(result.labels)
-    return labels, table_from_labels(labels, prompt="classical", scale=plane.scale), None
+    table = table_with_labels(labels, result.table, plane.scale, "classical", measured=True)
+    return labels, table, None
 
 
 def _count_sam3(plane, settings: BatchSettings, engine, tile, on_progress):
@@ -271,18 +224,8 @@ def _count_sam3(plane, settings: BatchSettings, engine, tile, on_progress):
     )
     result = _drive(gen, plane.stem, on_progress)
     labels = np.asarray(result.labels)
-    table = _table_with(table_from_labels(labels, prompt="", scale=plane.scale), result.table)
+    table = table_with_labels(labels, result.table, plane.scale, measured=True)
     return labels, table, None
-
-
-def _table_with(table, src):
-    """``table`` with ``score`` and ``prompt`` taken from ``src`` by label id (where ``src`` has them)."""
-    if len(table) and src is not None and len(src) and "label" in src:
-        for col in ("score", "prompt"):
-            if col in src:
-                by_label = dict(zip(src["label"].astype(int), src[col], strict=False))
-                table[col] = [by_label.get(int(i), np.nan) for i in table["label"]]
-    return table
 
 
 def _drive(gen, stem: str, on_progress):

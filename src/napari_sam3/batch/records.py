@@ -3,9 +3,11 @@
 Before writing a plane's outputs the worker writes a *started* record (claiming the files for this
 run's settings); after every output is in place it replaces it with a *done* record holding each
 output's size and SHA-256. A rerun skips a plane only when the done record matches the settings and
-every file still has its recorded size and hash; a started or mismatching record means "ours but
-incomplete" and the plane is redone. Files with no record, or a record from other settings, are
-somebody else's: they are only replaced with ``--overwrite``.
+every file still has its recorded size and hash. A *started* record (any settings) means "ours but
+incomplete": the plane is redone. A done record whose files are missing or whose input changed
+is redone too. Files that are there but differ from their done record were changed by someone
+(a hand-edited ``<stem>_labels.tif``): never replaced without ``--overwrite``; nor are files with
+no record, or with a done record from other settings.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ class RecordState(enum.Enum):
     COMPLETE = "complete"  # done record matches settings and files: skip
     PARTIAL = "partial"  # our record, outputs missing or changed: redo
     FOREIGN = "foreign"  # output files exist without a record of ours
-    CONFLICT = "conflict"  # record from a run with other settings
+    CONFLICT = "conflict"  # done record from a run with other settings
+    MODIFIED = "modified"  # done record, but a file changed since (edited by hand?)
 
 
 def record_path(out_dir: str | os.PathLike, stem: str) -> Path:
@@ -68,27 +71,29 @@ def check_record(
         if any(p.exists() for p in outputs.values()):
             return RecordState.FOREIGN, None
         return RecordState.NEW, None
-    if rec.get("fingerprint") != fingerprint:
-        return RecordState.CONFLICT, rec
     if rec.get("status") != "done":
         return RecordState.PARTIAL, rec
-    if source is not None and rec.get("source_file") != source:
-        return RecordState.PARTIAL, rec
     recorded = rec.get("outputs", {})
-    if set(recorded) != set(outputs):
-        return RecordState.PARTIAL, rec
-    for key, path in outputs.items():
-        want = recorded[key]
-        if want.get("path") != path.relative_to(out_dir).as_posix():
-            return RecordState.PARTIAL, rec
+    for key, path in outputs.items():  # a file that is there but not as written: someone's edit
+        want = recorded.get(key)
+        if want is None or want.get("path") != path.relative_to(out_dir).as_posix():
+            continue
         try:
-            if path.stat().st_size != want.get("size") or file_digest(path) != {
-                "size": want["size"],
-                "sha256": want["sha256"],
-            }:
-                return RecordState.PARTIAL, rec
+            if path.exists() and (
+                path.stat().st_size != want.get("size")
+                or file_digest(path) != {"size": want.get("size"), "sha256": want.get("sha256")}
+            ):
+                return RecordState.MODIFIED, rec
         except OSError:
             return RecordState.PARTIAL, rec
+    if any(p.exists() for k, p in outputs.items() if k not in recorded):
+        return RecordState.FOREIGN, rec  # e.g. a png the record does not list: not ours
+    if rec.get("fingerprint") != fingerprint:
+        return RecordState.CONFLICT, rec
+    if source is not None and rec.get("source_file") != source:
+        return RecordState.PARTIAL, rec
+    if set(recorded) != set(outputs) or not all(p.exists() for p in outputs.values()):
+        return RecordState.PARTIAL, rec
     return RecordState.COMPLETE, rec
 
 

@@ -1,9 +1,12 @@
-"""Plan a run, process files locally or on Dask, then assemble the run-level files.
+"""Planning and plumbing of a run (the loop itself is `batch.loop`): jobs, names, report, Dask.
 
-Run-level files, rebuilt from the per-image completion records at the end of every run (so a resumed
-run never duplicates a row or an annotation): ``manifest.json`` (settings, versions, every plane with
-its status), ``counts.csv`` (one row per plane), ``coco.json`` (``--format coco``) and
-``pairs/manifest.json`` (``--format pairs``).
+* `plan_jobs`: one `FileJob` per input file, with a unique output base (``<parent>_<stem>`` on a
+  clash); our own outputs are never inputs.
+* `check_names`: every output name of the run (plane and stack names included: ``a.tif`` with two
+  planes gives ``a_z000`` and ``a_z001``) is unique, also ignoring case, before any work starts.
+* `check_run_files`: run-level files (``counts.csv``, ``manifest.json``, ...) already in the output
+  folder are replaced only when an earlier run of ours wrote them (the manifest holds their
+  digests) and nobody changed them since; anything else needs ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -12,42 +15,38 @@ import json
 import logging
 import os
 import sys
-import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
-from napari_sam3.batch import records
-from napari_sam3.batch.process import FileJob, process_file
-from napari_sam3.batch.settings import BatchSettings
 from napari_sam3.core.errors import Sam3Error
-from napari_sam3.io.atomic import clean_stale_temporaries, write_json
-from napari_sam3.io.coco import merge_coco
-from napari_sam3.io.manifest import now_iso, package_versions
-from napari_sam3.io.pairs import pair_entry, update_pairs_manifest
+from napari_sam3.io.atomic import file_digest
 from napari_sam3.io.readers import expand_inputs, file_base
-from napari_sam3.io.tables import write_table_csv
 
-RUN_MANIFEST = "manifest.json"
-RUN_TOOL = "napari-sam3 batch"
+OUTPUT_SUFFIXES = ("_labels.tif", "_labels.png", "_tracks.tif")
+
+
+@dataclass(frozen=True)
+class FileJob:
+    path: str  # absolute path of the input file
+    base: str  # output base name (file stem, made unique in the run)
 
 
 @dataclass
 class BatchReport:
-    """What happened: one result dict per plane (see `process_file`) plus input problems."""
+    """What happened: one `loop.ItemResult` per plane / stack, plus input problems."""
 
     out_dir: Path
-    results: list[dict] = field(default_factory=list)
+    results: list = field(default_factory=list)
     input_problems: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
-    fatal: str | None = None  # model could not be loaded
+    fatal: str | None = None  # the run stopped: model not loadable, output folder not writable
+    what: str = "plane(s)"
 
     @property
     def failures(self) -> list[dict]:
-        fails = [r for r in self.results if r["status"] == "failed"]
+        fails = [r.as_dict() for r in self.results if r.status == "failed"]
         return fails + [
             {"stem": "", "source": i, "status": "failed", "error": why}
             for i, why in self.input_problems
@@ -55,7 +54,7 @@ class BatchReport:
 
     @property
     def counts(self) -> Counter:
-        return Counter(r["status"] for r in self.results)
+        return Counter(r.status for r in self.results)
 
     @property
     def exit_code(self) -> int:
@@ -65,7 +64,9 @@ class BatchReport:
 
 
 def plan_jobs(
-    inputs: Iterable[str], exclude_dir: Path | None = None
+    inputs: Iterable[str],
+    exclude_dir: Path | None = None,
+    suffixes: tuple[str, ...] = (),
 ) -> tuple[list[FileJob], list[tuple[str, str]]]:
     """Expand inputs; give each file a unique output base (``<parent>_<stem>`` on a clash).
 
@@ -74,91 +75,90 @@ def plan_jobs(
     files, problems = expand_inputs(inputs)
     if exclude_dir is not None:
         ex = exclude_dir.resolve()
-        files = [f for f in files if not _is_output(f, ex)]
+        ends = OUTPUT_SUFFIXES + tuple(suffixes)
+        files = [f for f in files if not _is_output(f, ex, ends)]
     bases = [file_base(f) for f in files]
-    clash = {b for b, n in Counter(bases).items() if n > 1}
-    named = [f"{f.parent.name}_{b}" if b in clash else b for f, b in zip(files, bases, strict=True)]
+    clash = {b for b, n in Counter(b.casefold() for b in bases).items() if n > 1}
+    named = [
+        f"{f.parent.name}_{b}" if b.casefold() in clash else b
+        for f, b in zip(files, bases, strict=True)
+    ]
     seen: Counter = Counter()
     jobs = []
     for f, b in zip(files, named, strict=True):
-        seen[b] += 1
-        jobs.append(FileJob(str(f), b if seen[b] == 1 else f"{b}_{seen[b]}"))
+        seen[b.casefold()] += 1
+        n = seen[b.casefold()]
+        jobs.append(FileJob(str(f), b if n == 1 else f"{b}_{n}"))
     return jobs, problems
 
 
-def _is_output(f: Path, out: Path) -> bool:
+def _is_output(f: Path, out: Path, ends: tuple[str, ...]) -> bool:
     if f.parent == out:
-        return f.name.endswith(("_labels.tif", "_labels.png", "_tracks.tif"))
+        return f.name.endswith(ends)
     return (out / "pairs") in f.parents
 
 
-def check_out_dir(
-    out_dir: Path, overwrite: bool, manifest: str = RUN_MANIFEST, tool: str = RUN_TOOL
-) -> None:
-    """Refuse an output folder holding another tool's manifest (unless overwrite)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise Sam3Error(f"--out {out_dir} is a file; give a folder.")
-    man = out_dir / manifest
-    if man.exists() and not overwrite:
-        try:
-            ours = json.loads(man.read_text(encoding="utf-8")).get("tool") == tool
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise Sam3Error(
-                f"{man} exists and was not written by napari-sam3; "
-                "use --overwrite or another --out."
-            )
+def check_names(jobs: list[FileJob], stems_of: Callable[[FileJob], list[str]]) -> None:
+    """`Sam3Error` naming every output name two inputs would share (case ignored)."""
+    owners: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for job in jobs:
+        for stem in stems_of(job):
+            owners[stem.casefold()].append((stem, job.path))
+    clashes = {k: v for k, v in owners.items() if len(v) > 1}
+    if not clashes:
+        return
+    lines = [
+        f"'{v[0][0]}' from " + " and ".join(Path(p).name for _, p in v)
+        for v in list(clashes.values())[:5]
+    ]
+    more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
+    raise Sam3Error(
+        "output names would collide: " + "; ".join(lines) + more + ". Rename one of the files, "
+        "or process them into different --out folders. Nothing was written."
+    )
 
 
-def run_batch(
-    inputs: Iterable[str],
-    settings: BatchSettings,
-    out_dir: str | os.PathLike,
-    *,
-    workers: int | None = None,
-    dask_address: str | None = None,
-    progress: bool = True,
-    on_result: Callable[[dict], None] | None = None,
-    argv: list[str] | None = None,
-    debug: bool = False,
-) -> BatchReport:
-    """Run ``settings`` over ``inputs`` writing into ``out_dir``; never raises for a bad image.
+def run_file_digests(out: Path, names: Iterable[str]) -> dict[str, dict]:
+    """Size and SHA-256 of each run-level file that exists (stored in the run manifest)."""
+    return {n: file_digest(out / n) for n in names if (out / n).is_file()}
 
-    Raises `Sam3Error` for unusable options (exit 2 in the CLI). A model that cannot be loaded is
-    reported in ``report.fatal``.
-    """
-    t0 = time.perf_counter()
-    out = Path(out_dir)
-    check_out_dir(out, settings.overwrite)
-    owned = (out / records.DONE_DIR).is_dir()
-    out.mkdir(parents=True, exist_ok=True)
-    for sub in (
-        out,
-        out / records.DONE_DIR,
-        out / ".parts",
-        out / "pairs" / "images",
-        out / "pairs" / "masks",
-    ):
-        clean_stale_temporaries(sub)
-    jobs, problems = plan_jobs(inputs, exclude_dir=out)
-    report = BatchReport(out, input_problems=problems)
-    if not jobs and not problems:
-        raise Sam3Error("No input images given.")
-    bar = progress_bar(len(jobs), progress)
+
+def check_run_files(out: Path, cmd) -> None:
+    """Refuse run-level files in ``out`` that are not ours, or changed since (unless overwrite)."""
+    if cmd.overwrite:
+        return
+    names = cmd.run_files()
+    present = [n for n in names if (out / n).exists()]
+    if not present:
+        return
+    man = out / cmd.manifest
     try:
-        if dask_address or workers:
-            _run_dask(
-                jobs, settings, out, report, bar, workers, dask_address, on_result, owned, debug
-            )
-        else:
-            _run_local(jobs, settings, out, report, bar, on_result, owned)
-    finally:
-        if bar is not None:
-            bar.close()
-    report.seconds = time.perf_counter() - t0
-    assemble(out, settings, report, argv)
-    return report
+        doc = json.loads(man.read_text(encoding="utf-8")) if man.exists() else None
+    except (OSError, ValueError):
+        doc = None
+    ours = isinstance(doc, dict) and doc.get("tool") == cmd.tool
+    known = doc.get("run_files") if ours else None
+    foreign = []
+    for n in present:
+        if not ours:
+            foreign.append(n)
+        elif isinstance(known, dict) and n != cmd.manifest:
+            want = known.get(n)
+            try:
+                if want is None or file_digest(out / n) != want:
+                    foreign.append(n)
+            except OSError:
+                foreign.append(n)
+    if not ours and cmd.manifest in present and man.exists():
+        first = f"{man} exists and was not written by napari-sam3"
+    elif foreign:
+        first = "these files are not the ones this folder's runs wrote (yours, or edited since)"
+    else:
+        return
+    raise Sam3Error(
+        f"{first}: {', '.join(foreign)}; move them, use --overwrite to replace them, or choose "
+        "another --out. Nothing was written."
+    )
 
 
 def progress_bar(total: int, enabled: bool):
@@ -170,16 +170,13 @@ def progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="file", desc="napari-sam3", file=sys.stderr, dynamic_ncols=True)
 
 
-def take_results(report: BatchReport, results: list[dict], bar, on_result=None) -> bool:
+def take_results(report: BatchReport, results: list, bar, on_result=None) -> bool:
     """Add one file's results to the report; True when the run must stop (a fatal result)."""
-    if _fatal(report, results):
+    fatal = [r for r in results if r.status == "fatal"]
+    report.results.extend(r for r in results if r.status != "fatal")
+    if fatal:
+        report.fatal = fatal[0].error
         return True
-    _collect(report, results, bar, on_result)
-    return False
-
-
-def _collect(report: BatchReport, results: list[dict], bar, on_result) -> None:
-    report.results.extend(results)
     if bar is not None:
         c = report.counts
         bar.set_postfix(done=c["done"], skipped=c["skipped"], failed=c["failed"], refresh=False)
@@ -187,58 +184,7 @@ def _collect(report: BatchReport, results: list[dict], bar, on_result) -> None:
     if on_result:
         for r in results:
             on_result(r)
-
-
-def _fatal(report: BatchReport, results: list[dict]) -> bool:
-    """Record a model-loading failure (the run stops; CLI exit 2); keep the other results."""
-    fatal = [r for r in results if r["status"] == "fatal"]
-    if fatal:
-        report.fatal = fatal[0]["error"]
-        report.results.extend(r for r in results if r["status"] != "fatal")
-    return bool(fatal)
-
-
-def _run_local(jobs, settings, out, report, bar, on_result, owned) -> None:
-    def show(stem: str) -> None:
-        if bar is not None:
-            bar.set_description_str(stem[:40], refresh=True)
-
-    for job in jobs:
-        results = process_file(job, settings, str(out), on_progress=show, owned=owned)
-        if take_results(report, results, bar, on_result):
-            return
-
-
-def _run_dask(jobs, settings, out, report, bar, workers, address, on_result, owned, debug) -> None:
-    def failed(job: FileJob, exc: BaseException) -> list[dict]:  # a worker died: report the file
-        return [
-            {
-                "stem": job.base,
-                "source": job.path,
-                "slice": "",
-                "status": "failed",
-                "count": None,
-                "seconds": 0.0,
-                "traceback": None,
-                "error": f"worker failed: {type(exc).__name__}: {exc}",
-            }
-        ]
-
-    def handle(job: FileJob, results: list[dict]) -> bool:  # True: the other files are cancelled
-        return take_results(report, results, bar, on_result)
-
-    run_on_dask(
-        process_file,
-        jobs,
-        (settings, str(out.resolve())),
-        {"owned": owned},
-        workers=workers,
-        address=address,
-        debug=debug,
-        key="napari-sam3",
-        failed=failed,
-        handle=handle,
-    )
+    return False
 
 
 def run_on_dask(
@@ -328,74 +274,3 @@ def run_on_dask(
     finally:
         if cluster is not None:
             cluster.close()
-
-
-def assemble(
-    out: Path, settings: BatchSettings, report: BatchReport, argv: list[str] | None
-) -> None:
-    """Rebuild the run-level files from the completion records of this run's planes."""
-    order = sorted(report.results, key=lambda r: (r["source"], r["stem"]))
-    recs = {}
-    for r in order:
-        if r["status"] in ("done", "skipped"):
-            rec = records.read_record(out, r["stem"])
-            if rec is not None and rec.get("status") == "done":
-                recs[r["stem"]] = rec
-    if "coco" in settings.formats:
-        parts = []
-        for stem in recs:
-            try:
-                parts.append(json.loads((out / ".parts" / f"{stem}.coco.json").read_text("utf-8")))
-            except (OSError, ValueError):
-                continue
-        write_json(out / "coco.json", merge_coco(parts), overwrite=True)
-    if "pairs" in settings.formats:
-        entries = [
-            pair_entry(out / "pairs", stem, rec.get("provenance")) for stem, rec in recs.items()
-        ]
-        update_pairs_manifest(out / "pairs", entries, replace_all=True)
-    rows = [
-        {
-            "stem": r["stem"],
-            "source": r["source"],
-            "slice": r.get("slice", ""),
-            "count": recs[r["stem"]].get("count") if r["stem"] in recs else None,
-            "status": r["status"],
-            "error": r.get("error") or "",
-        }
-        for r in order
-    ]
-    write_table_csv(
-        out / "counts.csv",
-        pd.DataFrame(rows, columns=["stem", "source", "slice", "count", "status", "error"]).astype(
-            {"count": "Int64"}
-        ),
-        overwrite=True,
-    )
-    c = report.counts
-    manifest = {
-        "tool": RUN_TOOL,
-        "command": argv,
-        "settings": {
-            **settings.result_fields(),
-            "formats": list(settings.formats),
-            "device": settings.device,
-        },
-        "fingerprint": settings.fingerprint(),
-        "versions": package_versions(),
-        "date": now_iso(),
-        "seconds": round(report.seconds, 3),
-        "summary": {
-            "planes": len(report.results),
-            "done": c["done"],
-            "skipped": c["skipped"],
-            "failed": len(report.failures),
-        },
-        "fatal": report.fatal,
-        "images": [
-            {k: r.get(k) for k in ("stem", "source", "slice", "status", "count", "error")}
-            for r in order
-        ],
-        "input_problems": [{"input": i, "error": why} for i, why in report.input_problems],
-    }
-    write_json(out / RUN_MANIFEST, manifest, overwrite=True)

@@ -160,12 +160,7 @@ def iter_planes(path: str | os.PathLike, base: str | None = None) -> Iterator[Pl
     if not lead:
         yield Plane(data, path, base, (), axes, rgb, info["scale"], info["unit"])
         return
-    tags = [AXIS_TAG.get(a, "z") for a in lead]
-    if len(set(tags)) != len(tags):
-        tags = [f"{t}{k}" for k, t in enumerate(tags)]
-    widths = [max(3, len(str(n - 1))) for n in data.shape[: len(lead)]]
-    for index in itertools.product(*(range(n) for n in data.shape[: len(lead)])):
-        suffix = "".join(f"_{t}{i:0{w}d}" for t, i, w in zip(tags, index, widths, strict=True))
+    for index, suffix in plane_suffixes(lead, data.shape[: len(lead)]):
         yield Plane(
             np.asarray(data[index]),
             path,
@@ -176,6 +171,43 @@ def iter_planes(path: str | os.PathLike, base: str | None = None) -> Iterator[Pl
             info["scale"],
             info["unit"],
         )
+
+
+def plane_suffixes(lead: str, shape: tuple[int, ...]) -> list[tuple[tuple[int, ...], str]]:
+    """(index, name suffix) of every plane along the leading axes ``lead`` of ``shape``."""
+    tags = [AXIS_TAG.get(a, "z") for a in lead]
+    if len(set(tags)) != len(tags):
+        tags = [f"{t}{k}" for k, t in enumerate(tags)]
+    widths = [max(3, len(str(n - 1))) for n in shape]
+    return [
+        (index, "".join(f"_{t}{i:0{w}d}" for t, i, w in zip(tags, index, widths, strict=True)))
+        for index in itertools.product(*(range(n) for n in shape))
+    ]
+
+
+def plane_stems(path: str | os.PathLike, base: str | None = None) -> list[str]:
+    """The plane names `iter_planes` gives a file, from its header only (TIFF) or ``[base]``.
+
+    A file whose header cannot be read gives ``[base]`` (its job reports why later).
+    """
+    path = Path(path)
+    base = base or file_base(path)
+    if image_suffix(path) not in TIFF_SUFFIXES:
+        return [base]
+    try:
+        with open_tiff(path) as tif:
+            shape, axes = tuple(tif.series[0].shape), tif.series[0].axes
+    except Exception:  # noqa: BLE001 - unreadable: the job says why
+        return [base]
+    if len(axes) != len(shape):
+        axes = "Q" * (len(shape) - 2) + "YX"
+    shape, axes = _squeeze(shape, axes)
+    if axes.endswith("S") and shape[-1] not in (3, 4):
+        shape, axes = (shape[-1], *shape[:-1]), "C" + axes[:-1]
+    lead = axes[: -3 if axes.endswith("S") else -2]
+    if not lead:
+        return [base]
+    return [base + suffix for _, suffix in plane_suffixes(lead, shape[: len(lead)])]
 
 
 def count_planes(path: str | os.PathLike) -> int:

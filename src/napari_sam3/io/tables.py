@@ -1,9 +1,9 @@
-"""The per-object table (CSV): one row per object, the same columns for every method.
+"""Objects tables as CSV: one row per object, the same columns for every method and caller.
 
-Columns: `core.columns.OBJECT_COLUMNS` (pixel units, bbox end exclusive, ``score`` empty where a
-method has none), then those of `core.columns.EXTRA_COLUMNS` the table has: ``visible_area`` (pixels
-the object still owns in the label image after overlaps) and, when the pixel size is known, the
-``*_physical`` columns.
+The table itself is built in one place, `core.results.objects.objects_table` (O(pixels) memory,
+columns `EXPORT_COLUMNS`: pixel units, bbox end exclusive, ``score`` empty where a method has none,
+``*_physical`` empty without a pixel size). This module adapts the callers' inputs to it and writes
+and reads the CSV.
 """
 
 from __future__ import annotations
@@ -16,12 +16,30 @@ import pandas as pd
 
 from napari_sam3.core.results.candidates import Candidates
 from napari_sam3.core.results.columns import (
+    EXPORT_COLUMNS,
     EXTRA_COLUMNS,
     FLOAT_COLUMNS,
     OBJECT_COLUMNS,
     PHYSICAL_COLUMNS,
 )
+from napari_sam3.core.results.objects import empty_objects_table
+from napari_sam3.core.results.objects import objects_table as _objects_table
 from napari_sam3.io.atomic import atomic_path
+
+__all__ = [
+    "EXPORT_COLUMNS",
+    "EXTRA_COLUMNS",
+    "FLOAT_COLUMNS",
+    "OBJECT_COLUMNS",
+    "PHYSICAL_COLUMNS",
+    "empty_table",
+    "objects_table",
+    "read_table_csv",
+    "table_from_labels",
+    "table_with_labels",
+    "to_export_columns",
+    "write_table_csv",
+]
 
 
 def objects_table(
@@ -29,52 +47,84 @@ def objects_table(
     label_image: np.ndarray | None = None,
     scale: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
-    """The export table of ``candidates`` (label ``i + 1`` is candidate ``i``)."""
+    """The export table of ``candidates`` (label ``i + 1`` is candidate ``i``; hidden ones kept)."""
     if len(candidates) == 0:
-        return empty_table(scale is not None)
-    full = candidates.table(first_id=1, label_image=label_image, scale=scale)
-    return to_export_columns(full)
+        return empty_table()
+    return to_export_columns(candidates.table(first_id=1, label_image=label_image, scale=scale))
 
 
 def table_from_labels(
-    labels: np.ndarray, prompt: str = "classical", scale: tuple[float, float] | None = None
+    labels: np.ndarray,
+    prompt: str | dict[int, str] = "classical",
+    scale: tuple[float, float] | None = None,
+    scores: dict[int, float] | None = None,
 ) -> pd.DataFrame:
     """The export table of a plain 2-D label image (ids kept as they are, gaps allowed)."""
-    labels = np.asarray(labels)
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
-    if ids.size == 0:
-        return empty_table(scale is not None)
-    cands = Candidates.from_label_image(labels, prompt=prompt)
-    table = to_export_columns(cands.table(label_image=_relabel(labels, ids), scale=scale))
-    table["label"] = ids.astype(np.int64)
-    return table
+    return _objects_table(np.asarray(labels), prompts=prompt, scores=scores, scale=scale)
 
 
-def empty_table(physical: bool = False) -> pd.DataFrame:
-    """A table with no rows and the export columns (typed)."""
-    cols = list(OBJECT_COLUMNS) + ["visible_area"]
-    if physical:
-        cols += PHYSICAL_COLUMNS
-    return pd.DataFrame(
-        {
-            c: pd.Series(
-                [], dtype=object if c == "prompt" else (float if c in FLOAT_COLUMNS else np.int64)
+def table_with_labels(
+    labels: np.ndarray,
+    source: pd.DataFrame | None,
+    scale=None,
+    prompt: str = "",
+    measured: bool = False,
+) -> pd.DataFrame:
+    """The export table of ``labels``, with ``score`` and ``prompt`` taken by label id from
+    ``source`` (a counting table or napari layer features) where it has them.
+
+    ``measured``: ``source`` is the `measure_labels` table of these very labels (a fresh
+    `CountResult.table`), so its geometry is used instead of measuring again.
+    """
+    scores = prompts = ids = whole = None
+    if source is not None and len(source) and "label" in source.columns:
+        ids = pd.to_numeric(source["label"], errors="coerce")
+        ok = ids.notna().to_numpy()
+        ids = ids[ok].astype(np.int64).tolist()
+        if "score" in source.columns:
+            scores = dict(
+                zip(ids, pd.to_numeric(source["score"], errors="coerce")[ok], strict=True)
             )
-            for c in cols
-        }
+        if "prompt" in source.columns:
+            prompts = {
+                i: ("" if pd.isna(p) else str(p))
+                for i, p in zip(ids, source["prompt"][ok], strict=True)
+            }
+        # objects the image no longer shows (hidden by overlaps) keep their row, as in features
+        labels = np.asarray(labels)
+        present = np.flatnonzero(np.bincount(labels.ravel())) if labels.size else np.zeros(0, int)
+        hidden = sorted(set(ids) - set(present.tolist()) - {0})
+        if hidden and not measured:
+            ids = np.union1d(present[present != 0], hidden).astype(np.int64)
+            geo = source.assign(label=pd.to_numeric(source["label"], errors="coerce"))
+            whole = geo[geo["label"].isin(hidden)].set_index("label")
+            whole = whole[[c for c in whole.columns if c in EXPORT_COLUMNS]]
+        else:
+            ids = None
+    return _objects_table(
+        np.asarray(labels),
+        scores=scores,
+        prompts=prompts or prompt,
+        scale=scale,
+        ids=ids,
+        whole=whole,
+        measured=source if measured and source is not None and len(source) else None,
     )
 
 
+def empty_table(physical: bool = False) -> pd.DataFrame:
+    """A table with no rows and the export columns (typed). ``physical`` is kept for callers:
+    the physical columns are always there."""
+    return empty_objects_table()
+
+
 def to_export_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """Order (and subset) a `Candidates.table` / napari ``features`` frame to the export columns."""
+    """A `Candidates.table` / napari ``features`` frame cut to exactly the export columns."""
     table = pd.DataFrame(table).copy()
-    for col in OBJECT_COLUMNS:
+    for col in EXPORT_COLUMNS:
         if col not in table.columns:
-            table[col] = np.nan if col != "prompt" else ""
-    cols = list(OBJECT_COLUMNS) + [c for c in EXTRA_COLUMNS if c in table.columns]
-    cols += [c for c in table.columns if c not in cols and c not in ("kind", "index")]
-    return table[cols].reset_index(drop=True)
+            table[col] = "" if col == "prompt" else np.nan
+    return table[list(EXPORT_COLUMNS)].reset_index(drop=True)
 
 
 def write_table_csv(
@@ -92,12 +142,3 @@ def read_table_csv(path: str | os.PathLike) -> pd.DataFrame:
     if "prompt" in table.columns:
         table["prompt"] = table["prompt"].fillna("")
     return table
-
-
-def _relabel(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Map ids to 1..n (the order `Candidates.from_label_image` uses)."""
-    if ids.size == 0:
-        return np.zeros(labels.shape, np.uint32)
-    lut = np.zeros(int(ids.max()) + 1, np.uint32)
-    lut[ids] = np.arange(1, ids.size + 1, dtype=np.uint32)
-    return lut[labels]

@@ -2,8 +2,8 @@
 
 - `CANDIDATE_COLUMNS`: `Candidates.table` (the napari ``features`` of a segmentation result).
 - `MEASURE_COLUMNS`: `core.measure.measure_labels` (counting).
-- `OBJECT_COLUMNS`: the exported CSV (`napari_sam3.io.tables`), the same for every method, followed by
-  whichever of `EXTRA_COLUMNS` the table has.
+- `EXPORT_COLUMNS` = `OBJECT_COLUMNS` + `EXTRA_COLUMNS`: every exported objects CSV, all columns always
+  (`core.results.objects.objects_table`; physical columns empty without a pixel size).
 
 Coordinates are in plane pixels (bbox end exclusive); the ``*_physical`` columns use the pixel size.
 """
@@ -38,6 +38,8 @@ MEASURE_COLUMNS = (
 )
 OBJECT_COLUMNS = ("label", "prompt", "score", "area", *CENTROID_COLUMNS, *BBOX_COLUMNS)
 EXTRA_COLUMNS = ("visible_area", *PHYSICAL_COLUMNS)
+# Every objects CSV (widget features, CLI, napari writer): `core.results.objects.objects_table`.
+EXPORT_COLUMNS = (*OBJECT_COLUMNS, *EXTRA_COLUMNS)
 # Columns that are floats (NaN where unknown); the others are int64 except ``prompt``/``kind`` (text).
 FLOAT_COLUMNS = frozenset(
     {

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_sam3.core.errors import Sam3Error
+from napari_sam3.core.sam3.checkpoint_files import check_config_object, check_weight_files
 from napari_sam3.core.sam3.load_errors import out_of_memory_error
 from napari_sam3.core.sam3.triton_isolation import isolate_triton
 
@@ -242,6 +243,7 @@ def check_folder(folder: Path, source: str | None = None) -> dict:
         raise Sam3Error(
             f"{config_file} cannot be read ({exc}); download the checkpoint again."
         ) from exc
+    config = check_config_object(config, config_file)
     model_type = config.get("model_type")
     if model_type != EXPECTED_MODEL_TYPE:
         hint = ""
@@ -266,6 +268,7 @@ def check_folder(folder: Path, source: str | None = None) -> dict:
             f"The checkpoint folder {name} is incomplete: {', '.join(missing)} missing. Download "
             f"the whole checkpoint again. {ACCESS_FIX}"
         )
+    check_weight_files(folder, name)  # safetensors only, every shard inside the folder
     return config
 
 
@@ -306,7 +309,7 @@ def _load(source: str, device, dtype) -> LoadedModel:
     hf_logging.set_verbosity_error()  # we report missing weights ourselves, as an error
     try:
         model, info = Sam3VideoModel.from_pretrained(
-            str(folder), dtype=dtype, output_loading_info=True
+            str(folder), dtype=dtype, output_loading_info=True, use_safetensors=True
         )
         processor = Sam3Processor.from_pretrained(str(folder))
     except Sam3Error:
