@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 
+from napari_sam3.core.defaults import DEVICES, MIN_TILE, SCORE_THRESHOLD
 from napari_sam3.core.errors import Sam3Error
 
 EXAMPLES = """\
@@ -48,7 +49,7 @@ def _run_options() -> argparse.ArgumentParser:
         metavar="ID_OR_DIR",
         help="hub id or local folder (default: $NAPARI_SAM3_MODEL or facebook/sam3)",
     )
-    shared.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    shared.add_argument("--device", default="auto", choices=list(DEVICES))
     shared.add_argument(
         "--overwrite",
         action="store_true",
@@ -115,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="negative exemplar box in pixels: an object NOT to find, used on every image "
         "(repeatable; needs at least one --exemplar or a --prompt)",
     )
-    common.add_argument("--threshold", type=float, default=0.5, help="minimum score (default 0.5)")
+    common.add_argument(
+        "--threshold",
+        type=float,
+        default=SCORE_THRESHOLD,
+        help=f"minimum score (default {SCORE_THRESHOLD})",
+    )
     common.add_argument(
         "--mask-threshold",
         type=float,
@@ -270,8 +276,8 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
             tile = int(tile)
         except ValueError:
             raise Sam3Error(f"--tile must be 'auto' or a number of pixels, got {tile!r}.") from None
-        if tile < 64:
-            raise Sam3Error(f"--tile {tile} is too small; use at least 64 pixels.")
+        if tile < MIN_TILE:
+            raise Sam3Error(f"--tile {tile} is too small; use at least {MIN_TILE} pixels.")
     if args.diameter is not None and args.diameter <= 0:
         raise Sam3Error("--diameter must be positive.")
     return BatchSettings(

@@ -7,6 +7,8 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
+from napari_sam3.core.defaults import MODEL_ID
+
 
 @dataclass(frozen=True)
 class BatchSettings:
@@ -67,7 +69,7 @@ class BatchSettings:
         try:
             return resolve_source(self.model)
         except Exception:  # noqa: BLE001 - naming only
-            return self.model or "facebook/sam3"
+            return self.model or MODEL_ID
 
     def fingerprint(self) -> str:
         text = json.dumps(self.result_fields(), sort_keys=True, default=str)

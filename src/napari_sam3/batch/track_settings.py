@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from napari_sam3.core.defaults import MODEL_ID
 from napari_sam3.core.errors import Sam3Error
 
 
@@ -33,7 +34,7 @@ class TrackSettings:
         try:
             return resolve_source(self.model)
         except Exception:  # noqa: BLE001 - naming only
-            return self.model or "facebook/sam3"
+            return self.model or MODEL_ID
 
     def result_fields(self) -> dict:
         """The options that change the result (not device, overwrite)."""

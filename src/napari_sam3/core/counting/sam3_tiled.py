@@ -20,6 +20,7 @@ from napari_sam3.core.counting.tiling import (
     stitch,
     tile_grid,
 )
+from napari_sam3.core.defaults import MIN_TILE
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.images import Preprocessing, channel_axis
 from napari_sam3.core.progress import Progress
@@ -98,8 +99,8 @@ def iter_count_sam3(
         )
     else:
         side = int(tile)
-        if side < 16:
-            raise Sam3Error(f"The tile size must be at least 16 pixels, got {side}.")
+        if side < MIN_TILE:
+            raise Sam3Error(f"The tile size must be at least {MIN_TILE} pixels, got {side}.")
     overlap = int(np.ceil(1.5 * d)) if d else side // 8
     overlap = max(16, min(overlap, side // 2))
     tiles = tile_grid((h, w), side, overlap)

@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_sam3.core.defaults import HUB_PAGE, MODEL_ENV, MODEL_ID, default_model
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.sam3.checkpoint_files import check_config_object, check_weight_files
 from napari_sam3.core.sam3.load_errors import out_of_memory_error
 from napari_sam3.core.sam3.triton_isolation import isolate_triton
 
-DEFAULT_SOURCE = "facebook/sam3"
-ENV_MODEL = "NAPARI_SAM3_MODEL"
-HUB_PAGE = "https://huggingface.co/facebook/sam3"
+DEFAULT_SOURCE, ENV_MODEL = MODEL_ID, MODEL_ENV  # names kept for callers; values in core.defaults
 EXPECTED_MODEL_TYPE = "sam3_video"
 
 ACCESS_FIX = (
@@ -102,8 +101,7 @@ def resolve_source(source: str | os.PathLike | None = None) -> str:
     """The argument, else ``$NAPARI_SAM3_MODEL``, else ``facebook/sam3``."""
     if source is not None and str(source).strip():
         return str(source).strip()
-    env = os.environ.get(ENV_MODEL, "").strip()
-    return env or DEFAULT_SOURCE
+    return default_model()
 
 
 def resolve_device(device: Any = "auto"):
