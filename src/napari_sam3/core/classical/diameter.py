@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_sam3.core.classical.edges import fit_edges
 from napari_sam3.core.classical.foreground import foreground
-from napari_sam3.core.classical.intensity import remove_hot_pixels, to_intensity
+from napari_sam3.core.classical.intensity import pixel_noise, remove_hot_pixels, to_intensity
 from napari_sam3.core.classical.resolution import block_mean, work_factor
 from napari_sam3.core.results.measure import max_per_label
 
@@ -30,13 +31,18 @@ def estimate_diameter(
     return estimate_plane_diameter(img, polarity)
 
 
-def estimate_plane_diameter(img: np.ndarray, polarity: str) -> float:
-    """`estimate_diameter` on a float intensity plane already cleaned of hot pixels."""
+def estimate_plane_diameter(img: np.ndarray, polarity: str, noise: float | None = None) -> float:
+    """`estimate_diameter` on a float intensity plane already cleaned of hot pixels.
+
+    ``noise``: pixel noise sigma of ``img`` (measured when None); blobs must clear it.
+    """
+    if noise is None:
+        noise = pixel_noise(img)
     # Pass 1: the whole image at <= ~1024 px.
     f = max(1, int(np.ceil(max(img.shape) / 1024)))
     small = block_mean(img, f)
-    _, mask, _, _ = foreground(small, 16.0, polarity, "li", True)
-    d = _inscribed_diameter(mask) * f
+    corr, mask, _, _ = foreground(small, 16.0, polarity, "li", True, noise / f)
+    d = _inscribed_diameter(_edge_fitted(mask, corr)) * f
     if not np.isfinite(d):
         return d
     # Pass 2: at the working resolution that diameter implies, on a <= 1024 px centre crop.
@@ -47,9 +53,15 @@ def estimate_plane_diameter(img: np.ndarray, polarity: str) -> float:
     side = 1024 * f2
     y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
     crop = block_mean(img[y0 : y0 + side, x0 : x0 + side], f2)
-    _, mask, _, _ = foreground(crop, d / f2, polarity, "li", True)
-    d2 = _inscribed_diameter(mask) * f2
+    corr, mask, _, _ = foreground(crop, d / f2, polarity, "li", True, noise / f2)
+    d2 = _inscribed_diameter(_edge_fitted(mask, corr)) * f2
     return d2 if np.isfinite(d2) else d
+
+
+def _edge_fitted(mask: np.ndarray, corr: np.ndarray) -> np.ndarray:
+    """The blobs of ``mask`` cut at half their height (`core.classical.edges`): the size of the
+    nuclei, not of their blur halo."""
+    return fit_edges(ndi.label(mask)[0], corr) > 0
 
 
 def _inscribed_diameter(mask: np.ndarray) -> float:
@@ -70,9 +82,15 @@ def _inscribed_diameter(mask: np.ndarray) -> float:
     if not ok.any():
         return 1.0
     rmax, area = rmax[ok], area[ok]
-    big = rmax >= 0.25 * np.median(rmax)  # specks of noise do not pull the median down
-    rmax, area = rmax[big], area[big]
     single = area <= 1.6 * np.pi * rmax**2
     if single.sum() >= 5:
-        return float(np.median(np.sqrt(4 * area[single] / np.pi)))
-    return float(1.2 * 2.0 * np.median(rmax))
+        return _weighted_median(np.sqrt(4 * area[single] / np.pi), area[single])
+    return float(1.2 * 2.0 * _weighted_median(rmax, area))
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """Median of ``values`` weighted by ``weights``: each blob counts by the pixels it covers, so
+    a crowd of speckles (texture of dim nuclei, noise) cannot outvote the nuclei themselves."""
+    order = np.argsort(values)
+    cw = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cw, 0.5 * cw[-1])])

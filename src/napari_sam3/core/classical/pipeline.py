@@ -32,8 +32,14 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_sam3.core.classical.diameter import estimate_diameter, estimate_plane_diameter
-from napari_sam3.core.classical.foreground import foreground
-from napari_sam3.core.classical.intensity import contrast_to_noise, remove_hot_pixels, to_intensity
+from napari_sam3.core.classical.edges import fit_edges
+from napari_sam3.core.classical.foreground import detect_polarity, foreground, to_unit_range
+from napari_sam3.core.classical.intensity import (
+    contrast_to_noise,
+    pixel_noise,
+    remove_hot_pixels,
+    to_intensity,
+)
 from napari_sam3.core.classical.resolution import (
     block_mean,
     labels_from_upsampled,
@@ -44,6 +50,11 @@ from napari_sam3.core.classical.resolution import (
 )
 from napari_sam3.core.classical.seeds import SPLIT_MODES
 from napari_sam3.core.classical.split import split_touching
+from napari_sam3.core.classical.suitability import (
+    NOT_FLUORESCENCE,
+    NOTHING_ABOVE_NOISE,
+    looks_transmitted,
+)
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.progress import Progress, ProgressGen, run_to_end
 
@@ -118,30 +129,20 @@ def iter_segment_classical(
             )
     if float(img.max()) <= float(img.min()):
         warnings.append("The image is constant; no objects can be found.")
-        return ClassicalResult(
-            np.zeros(img.shape, np.int32),
-            float(diameter or 0),
-            None,
-            "bright",
-            float("nan"),
-            1,
-            warnings,
-        )
+        return _nothing(img, diameter, warnings)
+    noise = pixel_noise(img)
+    if polarity == "auto":
+        polarity = detect_polarity(to_unit_range(img))
+        if looks_transmitted(img if polarity == "bright" else -img, noise):
+            warnings.append(NOT_FLUORESCENCE)
+            return _nothing(img, diameter, warnings)
     estimated = None
     if diameter is None:
         yield Progress("Classical count: estimating the object diameter", 1, total)
-        estimated = estimate_plane_diameter(img, polarity)
+        estimated = estimate_plane_diameter(img, polarity, noise)
         if not np.isfinite(estimated):
-            warnings.append("No objects stand out from the background.")
-            return ClassicalResult(
-                np.zeros(img.shape, np.int32),
-                float("nan"),
-                None,
-                "bright",
-                float("nan"),
-                1,
-                warnings,
-            )
+            warnings.append(NOTHING_ABOVE_NOISE)
+            return _nothing(img, None, warnings)
         diameter = estimated
     diameter = float(diameter)
     if not diameter > 0:
@@ -151,7 +152,13 @@ def iter_segment_classical(
     small = block_mean(img, f) if up == 1 else upsample(img, up)
     d_small = diameter / f * up
     yield Progress("Classical count: background, smoothing, threshold", 2, total)
-    corr, mask, polarity_used, t = foreground(small, d_small, polarity, threshold, background)
+    noise_small = noise / f if up == 1 else noise  # a block mean of f x f pixels: sigma / f
+    corr, mask, polarity_used, t = foreground(
+        small, d_small, polarity, threshold, background, noise_small, float(up)
+    )
+    if not mask.any():
+        warnings.append(NOTHING_ABOVE_NOISE)
+        return _nothing(img, diameter, warnings, estimated)
     snr = contrast_to_noise(img, small, mask)
     if snr < 1.5:
         warnings.append(
@@ -169,6 +176,7 @@ def iter_segment_classical(
     if n and split and d_small >= 3:
         yield Progress("Classical count: splitting touching objects", 3, total)
         lab = split_touching(mask, lab, d_small, corr, mode, blob=up > 1)
+    lab = fit_edges(lab, corr)
     max_small = None if max_size is None else float(max_size) / f**2 * up**2
     lab = _size_filter(lab, min_small, max_small)
     if exclude_border:
@@ -182,6 +190,15 @@ def iter_segment_classical(
     lab = relabel_sequential(lab)[0].astype(np.int32, copy=False)
     labels = upsample_labels(lab, f, img.shape)
     return ClassicalResult(labels, diameter, estimated, polarity_used, t, f, warnings, lab)
+
+
+def _nothing(
+    img: np.ndarray, diameter: float | None, warnings: list[str], estimated: float | None = None
+) -> ClassicalResult:
+    """The result of a plane with nothing to count (the warnings say why)."""
+    d = float(diameter) if diameter is not None else float("nan")
+    empty = np.zeros(img.shape, np.int32)
+    return ClassicalResult(empty, d, estimated, "bright", float("nan"), 1, warnings)
 
 
 def _size_filter(lab: np.ndarray, min_area: float, max_area: float | None) -> np.ndarray:

@@ -194,7 +194,7 @@ def iter_count(
     counts = {str(k): int(v) for k, v in table["prompt"].value_counts(sort=False).items()}
     if method == "classical":
         counts = {"classical": count}
-    if count == 0:
+    if count == 0 and not warnings:
         warnings.append("No objects were found.")
     elif diameter is not None:
         measured = float(np.median(table["equivalent_diameter"]))
