@@ -42,7 +42,7 @@ def estimate_plane_diameter(img: np.ndarray, polarity: str, noise: float | None 
     f = max(1, int(np.ceil(max(img.shape) / 1024)))
     small = block_mean(img, f)
     corr, mask, _, _ = foreground(small, 16.0, polarity, "li", True, noise / f)
-    d = _inscribed_diameter(_edge_fitted(mask, corr)) * f
+    d = _inscribed_diameter(_edge_fitted(mask, corr, 16.0)) * f
     if not np.isfinite(d):
         return d
     # Pass 2: at the working resolution that diameter implies, on a <= 1024 px centre crop.
@@ -54,14 +54,14 @@ def estimate_plane_diameter(img: np.ndarray, polarity: str, noise: float | None 
     y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
     crop = block_mean(img[y0 : y0 + side, x0 : x0 + side], f2)
     corr, mask, _, _ = foreground(crop, d / f2, polarity, "li", True, noise / f2)
-    d2 = _inscribed_diameter(_edge_fitted(mask, corr)) * f2
+    d2 = _inscribed_diameter(_edge_fitted(mask, corr, d / f2)) * f2
     return d2 if np.isfinite(d2) else d
 
 
-def _edge_fitted(mask: np.ndarray, corr: np.ndarray) -> np.ndarray:
+def _edge_fitted(mask: np.ndarray, corr: np.ndarray, d: float) -> np.ndarray:
     """The blobs of ``mask`` cut at half their height (`core.classical.edges`): the size of the
     nuclei, not of their blur halo."""
-    return fit_edges(ndi.label(mask)[0], corr) > 0
+    return fit_edges(ndi.label(mask)[0], corr, d) > 0
 
 
 def _inscribed_diameter(mask: np.ndarray) -> float:

@@ -15,7 +15,8 @@ from scipy import ndimage as ndi
 __all__ = ["EDGE_FRACTION", "fit_edges", "per_label_quantile"]
 
 EDGE_FRACTION = 0.5  # the edge of a blurred step lies at half its height
-PLATEAU_Q = 0.9  # the object's plateau: its 90th percentile (texture and hot pixels aside)
+PLATEAU_Q = 0.5  # the object's plateau: the median of its interior (texture and hot pixels aside)
+INTERIOR = 0.15  # the interior: this many diameters from the mask edge, past the blur halo
 
 
 def per_label_quantile(lab: np.ndarray, values: np.ndarray, q: float) -> np.ndarray:
@@ -34,12 +35,25 @@ def per_label_quantile(lab: np.ndarray, values: np.ndarray, q: float) -> np.ndar
     return out
 
 
-def fit_edges(lab: np.ndarray, corr: np.ndarray) -> np.ndarray:
+def fit_edges(lab: np.ndarray, corr: np.ndarray, diameter: float | None = None) -> np.ndarray:
     """``lab`` with each object cut to its pixels above EDGE_FRACTION of its plateau in ``corr``
-    (the background-corrected image, background ~ 0); holes inside an object are filled again."""
+    (the background-corrected image, background ~ 0); holes inside an object are filled again.
+
+    The plateau is the median of the object's interior, INTERIOR x ``diameter`` or more from its
+    mask edge, where neither the blur nor the smoothing reaches (the whole object when given no
+    diameter or when it is too thin to have an interior).
+    """
     if not lab.any():
         return lab
+    fg = lab > 0
     plateau = per_label_quantile(lab, corr, PLATEAU_Q)
-    keep = (lab > 0) & (corr >= np.float32(EDGE_FRACTION) * plateau[lab])
-    keep = ndi.binary_fill_holes(keep) & (lab > 0)  # a dim centre is still the object
+    if diameter is not None:
+        depth = ndi.distance_transform_edt(fg)
+        core = np.where(depth >= max(1.0, INTERIOR * diameter), lab, 0)
+        inner = per_label_quantile(core, corr, PLATEAU_Q) if core.any() else plateau[:0]
+        n = min(inner.size, plateau.size)
+        has = inner[:n] > 0
+        plateau[:n][has] = inner[:n][has]
+    keep = fg & (corr >= np.float32(EDGE_FRACTION) * plateau[lab])
+    keep = ndi.binary_fill_holes(keep) & fg  # a dim centre is still the object
     return np.where(keep, lab, 0).astype(lab.dtype, copy=False)

@@ -176,7 +176,7 @@ def iter_segment_classical(
     if n and split and d_small >= 3:
         yield Progress("Classical count: splitting touching objects", 3, total)
         lab = split_touching(mask, lab, d_small, corr, mode, blob=up > 1)
-    lab = fit_edges(lab, corr)
+    lab = fit_edges(lab, corr, d_small)
     max_small = None if max_size is None else float(max_size) / f**2 * up**2
     lab = _size_filter(lab, min_small, max_small)
     if exclude_border:

@@ -16,7 +16,7 @@ SPLIT_MODES = ("shape", "intensity", "shape+intensity")
 # All as fractions of the diameter (tuned on synthetic_nuclei, see benchmarks/bench_counting.py):
 # seeds at least MIN_DIST apart; smoothing of the seed surface and of the intensity; the distance
 # transform counts up to DT_SAT (deeper inside, intensity decides).
-MIN_DIST = 0.2
+MIN_DIST = 0.5
 DT_SMOOTH = 0.04
 INT_SMOOTH = 0.03
 DT_SAT = 0.5
