@@ -10,12 +10,19 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_sam3.core.classical.edges import fit_edges
-from napari_sam3.core.classical.foreground import foreground
+from napari_sam3.core.classical.foreground import detect_polarity, foreground, to_unit_range
 from napari_sam3.core.classical.intensity import pixel_noise, remove_hot_pixels, to_intensity
 from napari_sam3.core.classical.resolution import block_mean, work_factor
 from napari_sam3.core.results.measure import max_per_label
 
-__all__ = ["estimate_diameter", "estimate_plane_diameter"]
+__all__ = [
+    "estimate_diameter",
+    "estimate_plane_diameter",
+    "estimate_stack_diameter",
+    "stack_sample",
+]
+
+STACK_SAMPLE = 8  # planes of a stack that the stack's diameter is estimated from
 
 
 def estimate_diameter(
@@ -94,3 +101,46 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     order = np.argsort(values)
     cw = np.cumsum(weights[order])
     return float(values[order][np.searchsorted(cw, 0.5 * cw[-1])])
+
+
+def stack_sample(n: int, max_planes: int = STACK_SAMPLE) -> list[int]:
+    """Up to ``max_planes`` plane indices spread evenly over a stack of ``n`` planes."""
+    if n <= max_planes:
+        return list(range(n))
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, max_planes)})
+
+
+def estimate_stack_diameter(
+    planes,
+    *,
+    polarity: str = "auto",
+    channel: int | None = None,
+    rgb: bool | None = None,
+    max_planes: int = STACK_SAMPLE,
+) -> float:
+    """One object diameter for a whole z/t stack (a stack is one object of study: its planes
+    share the optics and the sample, so they share one scale).
+
+    ``planes``: anything with ``len`` and integer indexing that gives a 2-D (or RGB /
+    multichannel, see ``channel``/``rgb``) plane: an (N, H, W) array, a dask array, a list.
+    The median of the per-plane estimates over up to ``max_planes`` planes spread through the
+    stack; planes with nothing above the noise or that do not look like fluorescence are left
+    out. NaN when no plane gives an estimate.
+    """
+    from napari_sam3.core.classical.suitability import looks_transmitted
+
+    found = []
+    for i in stack_sample(len(planes), max_planes):
+        img, _ = remove_hot_pixels(to_intensity(np.asarray(planes[i]), channel, rgb))
+        if float(img.max()) <= float(img.min()):
+            continue
+        noise = pixel_noise(img)
+        pol = polarity
+        if pol == "auto":
+            pol = detect_polarity(to_unit_range(img))
+            if looks_transmitted(img if pol == "bright" else -img, noise):
+                continue
+        d = estimate_plane_diameter(img, pol, noise)
+        if np.isfinite(d):
+            found.append(d)
+    return float(np.median(found)) if found else float("nan")
