@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_sam3.core.classical.foreground import smooth_field, smoothing_gain
+from napari_sam3.core.classical.intensity import pixel_noise
 from napari_sam3.core.classical.resolution import block_mean
 
 __all__ = ["NOT_FLUORESCENCE", "NOTHING_ABOVE_NOISE", "background_fraction", "looks_transmitted"]
@@ -39,8 +40,12 @@ def background_fraction(img: np.ndarray, noise: float) -> float:
     """Fraction of the plane within NEAR_FLOOR_SIGMA x noise of its local floor (2nd percentile
     in blocks of 1/16 of the image), on a <= 512 px block-mean view smoothed by 1 px."""
     b = max(1, int(np.ceil(max(img.shape) / 512)))
-    small = ndi.gaussian_filter(block_mean(img, b), 1.0)
-    noise_s = noise / b * smoothing_gain(1.0)
+    small = block_mean(img, b)
+    # The noise at this scale, measured there: camera noise is not white over blocks of pixels
+    # (fixed pattern, haze), so noise / b would be too small on a big image.
+    noise = max(noise / b, pixel_noise(small)) if b > 1 else noise
+    small = ndi.gaussian_filter(small, 1.0)
+    noise_s = noise * smoothing_gain(1.0)
     if not noise_s > 0:
         return 1.0
     block = max(8, min(small.shape) // 16)
