@@ -289,7 +289,8 @@ def test_count_stack_has_plane_column():
     planes = [synthetic_nuclei((96, 96), seed=s, diameter=14)[0] for s in range(3)]
     res = count_stack(np.stack(planes))
     assert res.labels.shape == (3, 96, 96)
-    assert res.plane_counts == [count_objects(p).count for p in planes]
+    # one diameter for the whole stack, each plane counted at it
+    assert res.plane_counts == [count_objects(p, diameter=res.diameter).count for p in planes]
     assert res.count == sum(res.plane_counts) == len(res.table)
     assert list(res.table["plane"].unique()) == [0, 1, 2]
     assert res.counts == {"classical": res.count}
