@@ -1,27 +1,31 @@
 """Classical nucleus/cell segmentation for counting: no weights, seconds on a laptop.
 
-Pipeline (every step scaled to the object diameter, estimated when not given by `core.diameter`):
+Pipeline (every step scaled to the object diameter, estimated when not given by `diameter`):
 
 1. one intensity plane (RGB -> mean of the colour channels, or a chosen channel; NaN -> median);
-   single-pixel spikes (hot / saturated camera pixels) replaced by their neighbours' median
-   (`core.intensity`);
-2. a working resolution where objects are ~10-20 px across: block mean for big objects, 2x
-   bilinear upsampling for objects < 9 px (`core.resolution`);
-3. robust percentile normalisation (hot pixels do not set the contrast) and automatic polarity
-   (bright fluorescent objects or dark objects on a bright field); background / uneven-illumination
-   correction; Gaussian smoothing scaled to the diameter, automatic threshold (Li by default, or
-   Otsu) (`core.foreground`);
-4. touching objects split by a seeded watershed (steepest ascent, pointer jumping); seeds are
+   single-pixel spikes (hot / saturated camera pixels) replaced by their neighbours' median; the
+   pixel noise from neighbour differences (`intensity`);
+2. is there anything to count? A plane where almost no pixel is near its background floor is
+   not fluorescence (phase contrast, transmitted light): nothing is counted and the warning names
+   the fix, unless the user set the polarity (`suitability`);
+3. a working resolution where objects are ~10-20 px across: block mean for big objects, 2x
+   bilinear upsampling for objects < 9 px (`resolution`);
+4. robust percentile normalisation and automatic polarity; background / uneven-illumination
+   correction; Gaussian smoothing scaled to the diameter; automatic threshold (Li by default, or
+   Otsu) AND a noise floor: foreground must clear the background by 5 sigma of the smoothed
+   camera noise, so empty and noise-only planes give nothing (`foreground`);
+5. touching objects split by a seeded watershed (steepest ascent, pointer jumping); seeds are
    peaks of (distance transform of a stricter mask x smoothed intensity, plus a -LoG blob term for
-   objects < 9 px), at least a fifth of a diameter apart; neighbouring basins with seeds < d/2
-   apart and a dip < 1 % of the lower peak between them are merged again (texture, not a contact)
-   (`core.split`, `core.seeds`, `core.watershed`);
-5. size filter, optional removal of objects touching the border, sequential ids, back to full size
+   objects < 9 px), at least half a diameter apart; neighbouring basins with seeds < d/2 apart and
+   a dip < 1 % of the lower peak between them are merged again (`split`, `seeds`, `watershed`);
+6. each object's edge at half the height of its interior (the edge of a blurred plateau), not at
+   the global threshold, which takes in the blur halo (`edges`);
+7. size filter, optional removal of objects touching the border, sequential ids, back to full size
    (here).
 
-The split constants were tuned on `core.synthetic` images (benchmarks/bench_counting.py prints the
-accuracy). Only numpy / scipy.ndimage / scikit-image are used; what is written here is the wiring
-and the choices.
+Accuracy on real labelled microscopy: benchmarks/bench_real.py (results_real.md); the synthetic
+scenarios: benchmarks/bench_counting.py. Only numpy / scipy.ndimage / scikit-image are used; what
+is written here is the wiring and the choices.
 """
 
 from __future__ import annotations
