@@ -550,6 +550,12 @@ def test_stack_gets_one_diameter_and_empty_planes_stay_empty():
     assert own.meta["diameter_source"] == "per plane"
     given = count_stack(stack, diameter=14)
     assert given.meta["diameter_source"] == "given" and given.diameter == 14
+    from napari_sam3.core.counting.count import stack_count_options
+
+    opts = stack_count_options(list(stack), "classical", polarity="auto")  # per-plane callers
+    assert opts["diameter"] == res.diameter and opts["diameter_source"] == "stack"
+    assert count_objects(stack[1], **opts).count == res.plane_counts[1]
+    assert stack_count_options(stack, "sam3") == {}
 
 
 def test_pixel_noise_of_quantised_quiet_images():

@@ -34,6 +34,7 @@ __all__ = [
     "count_stack",
     "iter_count",
     "iter_count_stack",
+    "stack_count_options",
 ]
 
 METHODS = ("classical", "sam3")
@@ -220,6 +221,27 @@ def iter_count(
     )
 
 
+def stack_count_options(planes, method: str = "classical", **options) -> dict:
+    """``options`` for counting each plane of a stack with `iter_count`, with ONE diameter for
+    the whole stack (`estimate_stack_diameter`) when the classical method has none given.
+
+    For callers that loop over the planes themselves (the widget's All-slices count, the batch
+    runner): ``planes`` needs only ``len`` and integer indexing (array, dask array, lazy list).
+    The options come back unchanged for sam3, a given diameter, or a stack with nothing to measure.
+    """
+    if method != "classical" or options.get("diameter") is not None:
+        return dict(options)
+    d = estimate_stack_diameter(
+        planes,
+        polarity=options.get("polarity", "auto"),
+        channel=options.get("channel"),
+        rgb=options.get("rgb"),
+    )
+    if not np.isfinite(d):
+        return dict(options)
+    return {**options, "diameter": d, "diameter_source": "stack"}
+
+
 def iter_count_stack(
     stack: np.ndarray,
     method: str = "classical",
@@ -245,19 +267,12 @@ def iter_count_stack(
         raise Sam3Error(f"A stack of planes is needed, got shape {arr.shape}.")
     n = arr.shape[0]
     plane_rgb = is_rgb if arr.ndim == 4 else None
-    source = "per plane"
     if method == "classical" and kwargs.get("diameter") is None and not per_plane_diameter:
         yield Progress("Estimating one object diameter for the stack", 0, n)
-        d = estimate_stack_diameter(
-            arr,
-            polarity=kwargs.get("polarity", "auto"),
-            channel=kwargs.get("channel"),
-            rgb=plane_rgb,
-        )
-        if np.isfinite(d):
-            kwargs = {**kwargs, "diameter": d, "diameter_source": "stack"}
-            source = "stack"
-    elif kwargs.get("diameter") is not None:
+        kwargs = stack_count_options(arr, method, rgb=plane_rgb, **kwargs)
+        kwargs.pop("rgb")
+    source = kwargs.get("diameter_source", "per plane")
+    if kwargs.get("diameter") is not None and source == "per plane":
         source = "given"
     labels, tables, plane_counts, warnings = [], [], [], []
     counts: dict[str, int] = {}
