@@ -35,7 +35,9 @@ def test_classical_counts_dense_touching_nuclei(nuclei, counted):
     img, gt = nuclei
     m = match_labels(gt, counted.labels)
     assert m["f1"] >= 0.88, m
-    assert abs(m["count_error"]) <= 0.06, m
+    # Seeds keep half a diameter apart (real textured nuclei were split in pieces at a fifth):
+    # the synthetic generator's overlapping pairs, centres closer than that, count as one.
+    assert abs(m["count_error"]) <= 0.11, m
     assert counted.method == "classical" and counted.counts == {"classical": counted.count}
     assert counted.labels.shape == img.shape
     assert counted.meta["polarity"] == "bright"
@@ -287,7 +289,8 @@ def test_count_stack_has_plane_column():
     planes = [synthetic_nuclei((96, 96), seed=s, diameter=14)[0] for s in range(3)]
     res = count_stack(np.stack(planes))
     assert res.labels.shape == (3, 96, 96)
-    assert res.plane_counts == [count_objects(p).count for p in planes]
+    # one diameter for the whole stack, each plane counted at it
+    assert res.plane_counts == [count_objects(p, diameter=res.diameter).count for p in planes]
     assert res.count == sum(res.plane_counts) == len(res.table)
     assert list(res.table["plane"].unique()) == [0, 1, 2]
     assert res.counts == {"classical": res.count}
@@ -465,11 +468,102 @@ def test_sam3_with_tiny_random_checkpoint(engine, nuclei):
     assert sum("tile" in r.message for r in reports) >= n_tiles
 
 
-def test_pure_noise_is_flagged_unreliable(counted):
-    noise = np.random.default_rng(0).normal(100, 10, (256, 256)).astype(np.float32)
-    res = count_objects(noise)
-    assert any("barely stand out from the noise" in w for w in res.warnings)
+def test_pure_noise_and_empty_planes_give_nothing_and_say_why(counted):
+    rng = np.random.default_rng(0)
+    cam = (rng.poisson(np.full((256, 256), 5.0)) + 100).astype(np.uint16)  # offset + shot noise
+    for plane in (rng.normal(100, 10, (256, 256)).astype(np.float32), cam):
+        res = count_objects(plane)
+        assert res.count <= 3, res.count
+        assert any("camera noise" in w and "channel" in w and "SAM3" in w for w in res.warnings)
     assert not any("noise" in w for w in counted.warnings)
+
+
+def test_dim_nuclei_clear_the_noise_floor():
+    """Uniform nuclei at twice the pixel noise are still found: the floor is the noise after
+    smoothing, not the pixel noise."""
+    from scipy import ndimage as ndi
+
+    _, gt = synthetic_nuclei((256, 256), seed=3, diameter=16, coverage=0.3)
+    rng = np.random.default_rng(1)
+    dim = ndi.gaussian_filter((gt > 0) * 2.0, 1.0) + rng.normal(0, 1.0, gt.shape)
+    m = match_labels(gt, count_objects(dim.astype(np.float32)).labels)
+    assert m["recall"] > 0.6, m
+
+
+def _phase_contrast_like(seed=0):
+    """Mid-grey field crowded with dark cell bodies ringed by bright halos (phase contrast).
+    (A field that is mostly empty background is not recognised: see suitability.py.)"""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:256, :256]
+    body = np.zeros((256, 256), np.float32)
+    for _ in range(80):
+        cy, cx = rng.uniform(8, 248, 2)
+        body[(yy - cy) ** 2 + (xx - cx) ** 2 < 64] = 1
+    halo = ndi.gaussian_filter(body, 4) - ndi.gaussian_filter(body, 1.5)
+    img = 1000 - 600 * ndi.gaussian_filter(body, 1) + 2500 * np.clip(-halo, 0, None)
+    return (img + rng.normal(0, 10, img.shape)).astype(np.float32)
+
+
+def test_phase_contrast_is_detected_not_counted():
+    from napari_sam3.core.classical.intensity import pixel_noise
+    from napari_sam3.core.classical.suitability import background_fraction
+
+    img = _phase_contrast_like()
+    res = count_objects(img)
+    assert res.count == 0
+    assert any("does not look like fluorescence" in w and "SAM3" in w for w in res.warnings)
+    forced = count_objects(img, polarity="dark")  # the user overrides: counted as asked
+    assert forced.count > 0
+    fluo, _ = synthetic_nuclei((256, 256), seed=2, coverage=0.55, touching=0.75)
+    fluo = fluo.astype(np.float32)
+    assert background_fraction(fluo, pixel_noise(fluo)) > 0.25  # dense fluorescence: not flagged
+
+
+def test_edges_fit_the_nucleus_not_its_halo():
+    """A bright uniform disc blurred by the optics: the mask is the disc, at its half height."""
+    from scipy import ndimage as ndi
+
+    yy, xx = np.mgrid[:128, :128]
+    disc = (((yy - 64) ** 2 + (xx - 64) ** 2) < 20**2).astype(np.float32)
+    img = ndi.gaussian_filter(disc * 1000, 3) + 100
+    img += np.random.default_rng(0).normal(0, 5, img.shape).astype(np.float32)
+    res = count_objects(img.astype(np.float32), diameter=40)
+    assert res.count == 1
+    area = int((res.labels > 0).sum())
+    assert abs(area / disc.sum() - 1) < 0.1, area / disc.sum()
+
+
+def test_stack_gets_one_diameter_and_empty_planes_stay_empty():
+    from napari_sam3.core.counting.count import count_stack
+
+    planes = [synthetic_nuclei((192, 192), seed=s, diameter=14, coverage=0.3)[0] for s in (1, 2)]
+    rng = np.random.default_rng(4)
+    empty = rng.normal(float(np.median(planes[0])), 1.0, (192, 192)).astype(np.float32)
+    stack = np.stack([planes[0], empty, planes[1]])
+    res = count_stack(stack)
+    assert res.meta["diameter_source"] == "stack"
+    assert 11 <= res.diameter <= 17
+    assert res.plane_counts[1] <= 3 and res.plane_counts[0] > 10
+    own = count_stack(stack, per_plane_diameter=True)
+    assert own.meta["diameter_source"] == "per plane"
+    given = count_stack(stack, diameter=14)
+    assert given.meta["diameter_source"] == "given" and given.diameter == 14
+    from napari_sam3.core.counting.count import stack_count_options
+
+    opts = stack_count_options(list(stack), "classical", polarity="auto")  # per-plane callers
+    assert opts["diameter"] == res.diameter and opts["diameter_source"] == "stack"
+    assert count_objects(stack[1], **opts).count == res.plane_counts[1]
+    assert stack_count_options(stack, "sam3") == {}
+
+
+def test_pixel_noise_of_quantised_quiet_images():
+    from napari_sam3.core.classical.intensity import pixel_noise
+
+    rng = np.random.default_rng(0)
+    quiet = np.round(rng.normal(3, 0.35, (300, 300))).astype(np.float32)  # 8-bit, < 1 grey level
+    assert 0.2 < pixel_noise(quiet) < 0.6
 
 
 def test_steepest_ascent_basins_match_watershed():
@@ -510,7 +604,7 @@ def test_small_nuclei_count():
     img, gt = synthetic_nuclei((256, 256), seed=5, diameter=8, coverage=0.45)
     res = count_objects(img)
     m = match_labels(gt, res.labels)
-    assert m["f1"] > 0.85 and abs(m["count_error"]) < 0.05
+    assert m["f1"] > 0.85 and abs(m["count_error"]) < 0.12, m  # overlapping pairs: see above
 
 
 def test_size_limits_are_image_pixels_on_the_upsampled_path():

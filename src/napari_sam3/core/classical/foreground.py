@@ -13,7 +13,22 @@ from scipy import ndimage as ndi
 from napari_sam3.core.classical.intensity import stat_sample
 from napari_sam3.core.errors import Sam3Error
 
-__all__ = ["detect_polarity", "foreground", "smooth_field"]
+__all__ = [
+    "NOISE_K",
+    "detect_polarity",
+    "to_unit_range",
+    "foreground",
+    "smooth_field",
+    "smoothing_gain",
+]
+
+# Foreground must clear the background by this many sigma of the smoothed image's noise: the
+# chance of a noise pixel doing so is ~3e-7 (one in a 2000^2 image), while a nucleus with a
+# contrast of twice the pixel noise is still > 6 sigma after smoothing at d/10.
+NOISE_K = 5.0
+# The background field is a low (5th) percentile, ~1.645 sigma under the background's mean (the
+# minimum over neighbouring cells takes it a little lower): the floor is measured from the mean.
+BG_Q_SIGMA = 2.0
 
 
 def _robust_normalise(img: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -25,6 +40,11 @@ def _robust_normalise(img: np.ndarray) -> tuple[np.ndarray, float, float]:
     out = (img - np.float32(lo)) * np.float32(1.0 / (hi - lo))
     np.clip(out, -0.5, 1.5, out=out)  # hot pixels stop at 1.5x the bright end
     return out, float(lo), float(hi)
+
+
+def to_unit_range(img: np.ndarray) -> np.ndarray:
+    """``img`` scaled so its 0.5th / 99.9th percentiles are 0 / 1 (clipped to -0.5..1.5)."""
+    return _robust_normalise(img)[0]
 
 
 def detect_polarity(norm: np.ndarray) -> str:
@@ -90,12 +110,30 @@ def _threshold(values: np.ndarray, method: str | float) -> float:
     raise Sam3Error(f"Unknown threshold method {method!r}; use 'otsu', 'li' or a number.")
 
 
+def smoothing_gain(sigma: float) -> float:
+    """Noise sigma after a Gaussian filter of ``sigma`` px, for unit white noise (2-D)."""
+    k = ndi.gaussian_filter1d(np.eye(1, 41, 20, dtype=np.float64)[0], sigma, truncate=3.0)
+    return float((k**2).sum())  # 2-D kernel is separable: sqrt(sum k^2)^2
+
+
 def foreground(
-    img: np.ndarray, diameter: float, polarity: str, threshold: str | float, background: bool
+    img: np.ndarray,
+    diameter: float,
+    polarity: str,
+    threshold: str | float,
+    background: bool,
+    noise: float = 0.0,
+    noise_grain: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, str, float]:
     """Normalised, corrected, smoothed image, its foreground mask, the polarity used and the
-    threshold (all at the resolution of ``img``)."""
-    norm, _, _ = _robust_normalise(img)
+    threshold (all at the resolution of ``img``).
+
+    ``noise`` is the pixel noise sigma of ``img`` (its own units): foreground must also rise
+    NOISE_K x the noise of the smoothed image above the background, so camera noise alone never
+    makes objects, whatever the automatic threshold says. ``noise_grain``: size in ``img`` pixels
+    of one independent noise sample (2 on a 2x upsampled image).
+    """
+    norm, lo, hi = _robust_normalise(img)
     if polarity == "auto":
         polarity = detect_polarity(norm)
     if polarity == "dark":
@@ -105,9 +143,12 @@ def foreground(
     sigma = max(0.7, diameter / 10.0)
     smooth = ndi.gaussian_filter(norm, sigma, mode="nearest", truncate=3.0)
     block = int(max(16, round(4 * diameter)))
+    gain = smoothing_gain(max(sigma / noise_grain, 0.3))
+    noise_s = noise / (hi - lo) * gain if hi > lo else 0.0
     if background and min(img.shape) >= 2 * block:
         bg = smooth_field(smooth, block, 5, "min")
         corr = smooth - bg
+        floor = corr > np.float32((BG_Q_SIGMA + NOISE_K) * noise_s) if noise_s > 0 else None
         # Uneven illumination is multiplicative in fluorescence: divide by a smooth local
         # foreground level (never below a fraction of the global one, so empty areas stay empty).
         fg = smooth_field(corr, block * 2, 95, "max")
@@ -115,6 +156,10 @@ def foreground(
         np.maximum(fg, np.float32(max(glob * 0.25, 1e-6)), out=fg)
         corr /= fg
     else:
-        corr = smooth - np.float32(np.percentile(smooth, 1))
+        corr = smooth - np.float32(np.percentile(stat_sample(smooth), 5))
+        floor = corr > np.float32((BG_Q_SIGMA + NOISE_K) * noise_s) if noise_s > 0 else None
     t = _threshold(stat_sample(corr).ravel(), threshold)
-    return corr, corr > t, polarity, t
+    mask = corr > t
+    if floor is not None:
+        mask &= floor
+    return corr, mask, polarity, t

@@ -1,27 +1,31 @@
 """Classical nucleus/cell segmentation for counting: no weights, seconds on a laptop.
 
-Pipeline (every step scaled to the object diameter, estimated when not given by `core.diameter`):
+Pipeline (every step scaled to the object diameter, estimated when not given by `diameter`):
 
 1. one intensity plane (RGB -> mean of the colour channels, or a chosen channel; NaN -> median);
-   single-pixel spikes (hot / saturated camera pixels) replaced by their neighbours' median
-   (`core.intensity`);
-2. a working resolution where objects are ~10-20 px across: block mean for big objects, 2x
-   bilinear upsampling for objects < 9 px (`core.resolution`);
-3. robust percentile normalisation (hot pixels do not set the contrast) and automatic polarity
-   (bright fluorescent objects or dark objects on a bright field); background / uneven-illumination
-   correction; Gaussian smoothing scaled to the diameter, automatic threshold (Li by default, or
-   Otsu) (`core.foreground`);
-4. touching objects split by a seeded watershed (steepest ascent, pointer jumping); seeds are
+   single-pixel spikes (hot / saturated camera pixels) replaced by their neighbours' median; the
+   pixel noise from neighbour differences (`intensity`);
+2. is there anything to count? A plane where almost no pixel is near its background floor is
+   not fluorescence (phase contrast, transmitted light): nothing is counted and the warning names
+   the fix, unless the user set the polarity (`suitability`);
+3. a working resolution where objects are ~10-20 px across: block mean for big objects, 2x
+   bilinear upsampling for objects < 9 px (`resolution`);
+4. robust percentile normalisation and automatic polarity; background / uneven-illumination
+   correction; Gaussian smoothing scaled to the diameter; automatic threshold (Li by default, or
+   Otsu) AND a noise floor: foreground must clear the background by 5 sigma of the smoothed
+   camera noise, so empty and noise-only planes give nothing (`foreground`);
+5. touching objects split by a seeded watershed (steepest ascent, pointer jumping); seeds are
    peaks of (distance transform of a stricter mask x smoothed intensity, plus a -LoG blob term for
-   objects < 9 px), at least a fifth of a diameter apart; neighbouring basins with seeds < d/2
-   apart and a dip < 1 % of the lower peak between them are merged again (texture, not a contact)
-   (`core.split`, `core.seeds`, `core.watershed`);
-5. size filter, optional removal of objects touching the border, sequential ids, back to full size
+   objects < 9 px), at least half a diameter apart; neighbouring basins with seeds < d/2 apart and
+   a dip < 1 % of the lower peak between them are merged again (`split`, `seeds`, `watershed`);
+6. each object's edge at half the height of its interior (the edge of a blurred plateau), not at
+   the global threshold, which takes in the blur halo (`edges`);
+7. size filter, optional removal of objects touching the border, sequential ids, back to full size
    (here).
 
-The split constants were tuned on `core.synthetic` images (benchmarks/bench_counting.py prints the
-accuracy). Only numpy / scipy.ndimage / scikit-image are used; what is written here is the wiring
-and the choices.
+Accuracy on real labelled microscopy: benchmarks/bench_real.py (results_real.md); the synthetic
+scenarios: benchmarks/bench_counting.py. Only numpy / scipy.ndimage / scikit-image are used; what
+is written here is the wiring and the choices.
 """
 
 from __future__ import annotations
@@ -32,8 +36,14 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_sam3.core.classical.diameter import estimate_diameter, estimate_plane_diameter
-from napari_sam3.core.classical.foreground import foreground
-from napari_sam3.core.classical.intensity import contrast_to_noise, remove_hot_pixels, to_intensity
+from napari_sam3.core.classical.edges import fit_edges
+from napari_sam3.core.classical.foreground import detect_polarity, foreground, to_unit_range
+from napari_sam3.core.classical.intensity import (
+    contrast_to_noise,
+    pixel_noise,
+    remove_hot_pixels,
+    to_intensity,
+)
 from napari_sam3.core.classical.resolution import (
     block_mean,
     labels_from_upsampled,
@@ -44,6 +54,11 @@ from napari_sam3.core.classical.resolution import (
 )
 from napari_sam3.core.classical.seeds import SPLIT_MODES
 from napari_sam3.core.classical.split import split_touching
+from napari_sam3.core.classical.suitability import (
+    NOT_FLUORESCENCE,
+    NOTHING_ABOVE_NOISE,
+    looks_transmitted,
+)
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.progress import Progress, ProgressGen, run_to_end
 
@@ -118,30 +133,20 @@ def iter_segment_classical(
             )
     if float(img.max()) <= float(img.min()):
         warnings.append("The image is constant; no objects can be found.")
-        return ClassicalResult(
-            np.zeros(img.shape, np.int32),
-            float(diameter or 0),
-            None,
-            "bright",
-            float("nan"),
-            1,
-            warnings,
-        )
+        return _nothing(img, diameter, warnings)
+    noise = pixel_noise(img)
+    if polarity == "auto":
+        polarity = detect_polarity(to_unit_range(img))
+        if looks_transmitted(img if polarity == "bright" else -img, noise):
+            warnings.append(NOT_FLUORESCENCE)
+            return _nothing(img, diameter, warnings)
     estimated = None
     if diameter is None:
         yield Progress("Classical count: estimating the object diameter", 1, total)
-        estimated = estimate_plane_diameter(img, polarity)
+        estimated = estimate_plane_diameter(img, polarity, noise)
         if not np.isfinite(estimated):
-            warnings.append("No objects stand out from the background.")
-            return ClassicalResult(
-                np.zeros(img.shape, np.int32),
-                float("nan"),
-                None,
-                "bright",
-                float("nan"),
-                1,
-                warnings,
-            )
+            warnings.append(NOTHING_ABOVE_NOISE)
+            return _nothing(img, None, warnings)
         diameter = estimated
     diameter = float(diameter)
     if not diameter > 0:
@@ -151,7 +156,13 @@ def iter_segment_classical(
     small = block_mean(img, f) if up == 1 else upsample(img, up)
     d_small = diameter / f * up
     yield Progress("Classical count: background, smoothing, threshold", 2, total)
-    corr, mask, polarity_used, t = foreground(small, d_small, polarity, threshold, background)
+    noise_small = noise / f if up == 1 else noise  # a block mean of f x f pixels: sigma / f
+    corr, mask, polarity_used, t = foreground(
+        small, d_small, polarity, threshold, background, noise_small, float(up)
+    )
+    if not mask.any():
+        warnings.append(NOTHING_ABOVE_NOISE)
+        return _nothing(img, diameter, warnings, estimated)
     snr = contrast_to_noise(img, small, mask)
     if snr < 1.5:
         warnings.append(
@@ -169,6 +180,7 @@ def iter_segment_classical(
     if n and split and d_small >= 3:
         yield Progress("Classical count: splitting touching objects", 3, total)
         lab = split_touching(mask, lab, d_small, corr, mode, blob=up > 1)
+    lab = fit_edges(lab, corr, d_small)
     max_small = None if max_size is None else float(max_size) / f**2 * up**2
     lab = _size_filter(lab, min_small, max_small)
     if exclude_border:
@@ -182,6 +194,15 @@ def iter_segment_classical(
     lab = relabel_sequential(lab)[0].astype(np.int32, copy=False)
     labels = upsample_labels(lab, f, img.shape)
     return ClassicalResult(labels, diameter, estimated, polarity_used, t, f, warnings, lab)
+
+
+def _nothing(
+    img: np.ndarray, diameter: float | None, warnings: list[str], estimated: float | None = None
+) -> ClassicalResult:
+    """The result of a plane with nothing to count (the warnings say why)."""
+    d = float(diameter) if diameter is not None else float("nan")
+    empty = np.zeros(img.shape, np.int32)
+    return ClassicalResult(empty, d, estimated, "bright", float("nan"), 1, warnings)
 
 
 def _size_filter(lab: np.ndarray, min_area: float, max_area: float | None) -> np.ndarray:

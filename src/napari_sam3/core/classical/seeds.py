@@ -13,10 +13,12 @@ from scipy import ndimage as ndi
 __all__ = ["SPLIT_MODES", "find_seeds", "seed_surface"]
 
 SPLIT_MODES = ("shape", "intensity", "shape+intensity")
-# All as fractions of the diameter (tuned on synthetic_nuclei, see benchmarks/bench_counting.py):
-# seeds at least MIN_DIST apart; smoothing of the seed surface and of the intensity; the distance
-# transform counts up to DT_SAT (deeper inside, intensity decides).
-MIN_DIST = 0.2
+# All as fractions of the diameter. Seeds at least MIN_DIST apart: the centres of two nuclei
+# that touch are about a diameter apart and even pressed together keep half of one (at 0.2, tuned
+# on synthetic_nuclei, textured real nuclei were cut in pieces: benchmarks/results_real.md).
+# Smoothing of the seed surface and of the intensity, and DT_SAT (the distance transform counts
+# up to it; deeper inside, intensity decides) were tuned on synthetic_nuclei.
+MIN_DIST = 0.5
 DT_SMOOTH = 0.04
 INT_SMOOTH = 0.03
 DT_SAT = 0.5

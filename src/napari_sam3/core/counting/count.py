@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from napari_sam3.core.classical.diameter import estimate_stack_diameter
 from napari_sam3.core.classical.intensity import to_intensity
 from napari_sam3.core.classical.pipeline import iter_segment_classical
 from napari_sam3.core.counting.sam3_tiled import filter_sam3_labels, iter_count_sam3
@@ -33,6 +34,7 @@ __all__ = [
     "count_stack",
     "iter_count",
     "iter_count_stack",
+    "stack_count_options",
 ]
 
 METHODS = ("classical", "sam3")
@@ -105,6 +107,7 @@ def iter_count(
     tile: int | str | None = "auto",
     target_px: float = 40.0,
     max_objects_per_tile: int = 150,
+    diameter_source: str = "given",
 ) -> ProgressGen[CountResult]:
     """Count objects; yields `Progress`, returns a `CountResult`.
 
@@ -125,6 +128,8 @@ def iter_count(
     min_score, mask_threshold : sam3 score floor and mask binarisation.
     tile : sam3 tiling: "auto" (from the diameter), an int tile side in pixels, or None (whole image).
     target_px, max_objects_per_tile : how "auto" sizes tiles (see `core.tiling.choose_tile_size`).
+    diameter_source : "given" (by the user: a plane far from it gets a warning) or "stack" (the
+        stack's own estimate, `iter_count_stack`).
     """
     if method not in METHODS:
         raise Sam3Error(f"Unknown counting method {method!r}; use 'classical' or 'sam3'.")
@@ -194,9 +199,9 @@ def iter_count(
     counts = {str(k): int(v) for k, v in table["prompt"].value_counts(sort=False).items()}
     if method == "classical":
         counts = {"classical": count}
-    if count == 0:
+    if count == 0 and not warnings:
         warnings.append("No objects were found.")
-    elif diameter is not None:
+    elif diameter is not None and diameter_source == "given":
         measured = float(np.median(table["equivalent_diameter"]))
         ratio = measured / float(diameter)
         if ratio > DIAMETER_WARN_RATIO or ratio < 1 / DIAMETER_WARN_RATIO:
@@ -216,13 +221,43 @@ def iter_count(
     )
 
 
+def stack_count_options(planes, method: str = "classical", **options) -> dict:
+    """``options`` for counting each plane of a stack with `iter_count`, with ONE diameter for
+    the whole stack (`estimate_stack_diameter`) when the classical method has none given.
+
+    For callers that loop over the planes themselves (the widget's All-slices count, the batch
+    runner): ``planes`` needs only ``len`` and integer indexing (array, dask array, lazy list).
+    The options come back unchanged for sam3, a given diameter, or a stack with nothing to measure.
+    """
+    if method != "classical" or options.get("diameter") is not None:
+        return dict(options)
+    d = estimate_stack_diameter(
+        planes,
+        polarity=options.get("polarity", "auto"),
+        channel=options.get("channel"),
+        rgb=options.get("rgb"),
+    )
+    if not np.isfinite(d):
+        return dict(options)
+    return {**options, "diameter": d, "diameter_source": "stack"}
+
+
 def iter_count_stack(
-    stack: np.ndarray, method: str = "classical", *, rgb: bool | None = None, **kwargs
+    stack: np.ndarray,
+    method: str = "classical",
+    *,
+    rgb: bool | None = None,
+    per_plane_diameter: bool = False,
+    **kwargs,
 ) -> ProgressGen[CountResult]:
     """Count each plane of a stack: (N, H, W), or (N, H, W, 3|4) with ``rgb``.
 
-    Yields `Progress` per plane (and the planes' own progress); returns one `CountResult` with
-    (N, H, W) labels, a table with a ``plane`` column, ``plane_counts`` and the total ``count``.
+    A z/t stack is one object of study: with the classical method and no ``diameter``, ONE
+    diameter is estimated for the whole stack (`estimate_stack_diameter`) and every plane is
+    counted at it, so a dim or empty plane cannot invent a scale of its own;
+    ``per_plane_diameter=True`` estimates each plane's instead. Yields `Progress` per plane (and
+    the planes' own progress); returns one `CountResult` with (N, H, W) labels, a table with a
+    ``plane`` column, ``plane_counts`` and the total ``count``.
     """
     arr = np.asarray(stack)
     is_rgb = rgb if rgb is not None else (arr.ndim == 4 and arr.shape[-1] in (3, 4))
@@ -231,12 +266,20 @@ def iter_count_stack(
     if arr.ndim not in (3, 4) or arr.shape[0] == 0:
         raise Sam3Error(f"A stack of planes is needed, got shape {arr.shape}.")
     n = arr.shape[0]
+    plane_rgb = is_rgb if arr.ndim == 4 else None
+    if method == "classical" and kwargs.get("diameter") is None and not per_plane_diameter:
+        yield Progress("Estimating one object diameter for the stack", 0, n)
+        kwargs = stack_count_options(arr, method, rgb=plane_rgb, **kwargs)
+        kwargs.pop("rgb")
+    source = kwargs.get("diameter_source", "per plane")
+    if kwargs.get("diameter") is not None and source == "per plane":
+        source = "given"
     labels, tables, plane_counts, warnings = [], [], [], []
     counts: dict[str, int] = {}
     diameters, meta = [], {}
     for i in range(n):
         yield Progress(f"Counting plane {i + 1}/{n}", i, n)
-        res = yield from iter_count(arr[i], method, rgb=is_rgb if arr.ndim == 4 else None, **kwargs)
+        res = yield from iter_count(arr[i], method, rgb=plane_rgb, **kwargs)
         labels.append(res.labels)
         t = res.table.copy()
         t.insert(0, "plane", i)
@@ -258,5 +301,5 @@ def iter_count_stack(
         diameter=float(np.nanmedian(diameters)) if np.isfinite(diameters).any() else float("nan"),
         warnings=warnings,
         plane_counts=plane_counts,
-        meta={**meta, "planes": n},
+        meta={**meta, "planes": n, "diameter_source": source},
     )
