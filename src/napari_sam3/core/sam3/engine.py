@@ -79,8 +79,9 @@ from napari_sam3.core.sam3.load_errors import model_errors
 from napari_sam3.core.sam3.tracker_inputs import (
     click_prompt,
     decode,
-    tracker_embeddings_from,
+    single_image_embeddings,
     tracker_inputs,
+    tracker_video_features,
 )
 
 DEFAULT_PREPROCESSING = Preprocessing()
@@ -430,12 +431,29 @@ class Sam3Engine(ExemplarTransfer):
         import torch
 
         if encoded.tracker is None:
+            feats, _ = self.tracker_video_features(encoded)
             with self._lock, torch.inference_mode():
-                embeddings = tracker_embeddings_from(self.model, encoded.vision)
-                encoded.tracker = embeddings
+                encoded.tracker = single_image_embeddings(self.model.tracker_model, feats)
                 if encoded.key in self.cache:  # count the extra memory against the cache bound
                     self.cache.put(encoded.key, encoded, encoded.nbytes)
         return encoded.tracker
+
+    def tracker_video_features(self, encoded: EncodedImage) -> tuple[list, list]:
+        """The tracker neck output of ``encoded`` in the video tracker's layout (cached on it).
+
+        (features, position encodings); the encodings depend only on the shapes and are shared.
+        """
+        import torch
+
+        with self._lock, torch.inference_mode():
+            if encoded.tracker_video is None:
+                feats, pos = tracker_video_features(self.model, encoded.vision)
+                encoded.tracker_video = feats
+                self._position_encodings.setdefault(_tracker_key(feats), pos)
+            pos = self._position_encodings.get(_tracker_key(encoded.tracker_video))
+            if pos is None:  # another engine's features: compute the encodings again
+                _, pos = tracker_video_features(self.model, encoded.vision)
+        return encoded.tracker_video, pos
 
     def _track(self, encoded, points, labels, box, multimask, mask_threshold, kind) -> Candidates:
         import torch
@@ -485,6 +503,11 @@ class Sam3Engine(ExemplarTransfer):
 
 
 _engines_lock = threading.Lock()
+
+
+def _tracker_key(feats) -> tuple:
+    """Where the shared tracker position encodings of features of these shapes are kept."""
+    return ("tracker", *(tuple(t.shape) for t in feats))
 
 
 __all__ = ["EncodedImage", "Sam3Engine"]
