@@ -87,3 +87,28 @@ def test_refuses_another_models_prompt_and_bad_input(engine, images):
         engine.exemplar_prompt(a, BOXES[:1], [0])
     with pytest.raises(Sam3Error, match="same text"):
         merge_prompts([prompt, engine.exemplar_prompt(a, BOXES[:1], text="cell")])
+
+
+def test_exemplar_from_option(engine, images, tmp_path):
+    """``--exemplar-from IMAGE:X0,Y0,X1,Y1`` (batch.exemplar_from): parse, encode once, reuse."""
+    import tifffile
+
+    from napari_sam3.batch.exemplar_from import exemplar_prompt_from, parse_exemplar_from
+
+    a, b = images
+    ref = tmp_path / "ref.tif"
+    tifffile.imwrite(ref, a)
+    sources = parse_exemplar_from([f"{ref}:10,10,30,30;40,5,60,20"])
+    assert sources[0].boxes == ((10, 10, 30, 30), (40, 5, 60, 20))
+    prompt = exemplar_prompt_from(engine, sources)
+    assert exemplar_prompt_from(engine, sources) is prompt  # once per process
+    direct = engine.exemplar_prompt(a, BOXES)
+    _same(engine.segment_with(b, prompt, min_score=0.0), engine.segment_with(b, direct, min_score=0.0))
+    assert len(sources[0].fingerprint()) == 16
+    for bad, message in [
+        ("ref.tif", "IMAGE:X0,Y0,X1,Y1"),
+        (f"{ref}:1,2,3", "4 numbers"),
+        (f"{tmp_path / 'missing.tif'}:1,2,3,4", "does not exist"),
+    ]:
+        with pytest.raises(Sam3Error, match=message):
+            parse_exemplar_from(bad)
