@@ -120,3 +120,64 @@ def test_review_panel_follows_the_layer(qtbot, sam3):
     panel.hide_check.setChecked(True)
     assert result.colormap.map(np.array([2]))[0][3] == 0
     assert "1 rejected" in panel.title.text()
+
+
+def _cells(seed):
+    rng = np.random.default_rng(seed)
+    img = rng.normal(40, 8, (48, 64))
+    yy, xx = np.mgrid[:48, :64]
+    for cy, cx in [(12, 16), (30, 44), (24, 24)]:
+        img[(yy - cy - seed) ** 2 + (xx - cx) ** 2 < 50] += 120
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def test_use_these_exemplars_on_another_image(qtbot, sam3, video_checkpoint):
+    from napari_sam3._napari import layers as L
+    from napari_sam3.core.sam3.engine import Sam3Engine
+
+    viewer, widget = sam3
+    tab = widget.segment_tab
+    tab.threshold_slider.setValue(10)
+    a, b = _cells(0), _cells(3)
+    viewer.add_image(a, name="A")
+    viewer.add_image(b, name="B")
+    tab.image_combo.setCurrentText("A")
+    _, boxes = tab.add_prompt_layers()
+    boxes.add([np.array([[4, 8], [4, 24], [20, 24], [20, 8]], float)], shape_type="rectangle")
+    tab.exemplar_target_combo.setCurrentText("B")
+    assert tab.exemplar_transfer_btn.isEnabled()
+    tab.exemplar_transfer_btn.click()
+    name = "B · exemplars from A"
+    qtbot.waitUntil(lambda: name in viewer.layers, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: widget.idle, timeout=TIMEOUT)
+    layer = viewer.layers[name]
+    engine = Sam3Engine.load(str(video_checkpoint), device="cpu")
+    raw = engine.segment_with(b, engine.exemplar_prompt(a, [[8, 4, 24, 20]]))
+    expected = L.prepare_result(raw, tab.current_ref(viewer.layers["B"]), "x", *tab.filter_settings())
+    assert len(layer.features) == len(expected["cands"]) > 0
+    np.testing.assert_array_equal(layer.data, expected["data"])
+    assert set(layer.features["status"]) == {"unreviewed"}
+
+
+def test_review_decisions_survive_refiltering(qtbot, sam3):
+    from napari_sam3._napari.review import ReviewSession
+
+    viewer, widget = sam3
+    tab = widget.segment_tab
+    tab.threshold_slider.setValue(10)
+    viewer.add_image(_cells(1), name="cells")
+    tab.concepts_edit.setText("nucleus")
+    tab.run_text()
+    qtbot.waitUntil(lambda: widget.idle, timeout=TIMEOUT)
+    layer = tab.last_text.layer
+    review = ReviewSession(layer)
+    scores = layer.features.sort_values("label")["score"].to_numpy()
+    assert len(scores) >= 3
+    review.reject(2)  # the second best
+    review.accept(len(scores))  # the worst
+    tab.threshold_slider.setValue(int(np.floor(scores[-1] * 100)) + 1)  # drops the worst
+    qtbot.waitUntil(lambda: len(layer.features) == len(scores) - 1, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: widget.idle, timeout=TIMEOUT)
+    by_label = layer.features.set_index("label")["status"]
+    assert by_label[2] == "rejected"
+    assert (by_label.drop(2) == "unreviewed").all()

@@ -19,6 +19,7 @@ from napari_sam3._qt.worker import Job, notify_error
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.progress import Progress
 from napari_sam3.core.results.candidates import Candidates
+from napari_sam3.core.results.review import carry_decisions
 
 
 @dataclass
@@ -123,7 +124,8 @@ def apply_prepared(tab, res: TextResult, prepared: dict) -> None:
     cands, data, kwargs = prepared["cands"], prepared["data"], prepared["kwargs"]
     if tab.adder.alive(res.layer):
         res.layer.data = data
-        res.layer.features = kwargs["features"]
+        # review decisions (status column) follow their objects through the re-filter
+        res.layer.features = carry_decisions(res.layer.features, kwargs["features"])
     else:
         layer = prepared.get("layer")
         res.layer = B.labels_layer(data, kwargs) if layer is None else layer
