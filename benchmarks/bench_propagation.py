@@ -68,16 +68,21 @@ def exemplar_rows(engine, size: int, targets: int) -> list[str]:
         f"| encode image A (once) | {encode_a:.2f} |",
         f"| exemplar tokens on A (geometry encoder, once) | {geometry:.3f} |",
     ]
-    per = {"encode B": [], "A's exemplars on B (segment_with)": [], "same coordinates on B": [],
-           "text prompt on B": []}
+    steps = {
+        "A's exemplars on B (segment_with)": lambda img: engine.segment_with(img, prompt),
+        "same coordinates on B": lambda img: engine.segment_exemplars(img, box),
+        "text prompt on B": lambda img: engine.segment_text(img, "nucleus"),
+    }
+    per = {"encode B": [], **{name: [] for name in steps}}
+    names = list(steps)
     for i in range(targets):
         image_b = synthetic_nuclei((size, size), seed=100 + i)[0]
         per["encode B"].append(_timed(engine.encode, image_b)[1])
-        per["A's exemplars on B (segment_with)"].append(_timed(engine.segment_with, image_b, prompt)[1])
-        per["same coordinates on B"].append(_timed(engine.segment_exemplars, image_b, box)[1])
-        per["text prompt on B"].append(_timed(engine.segment_text, image_b, "nucleus")[1])
+        for name in names[i % 3 :] + names[: i % 3]:  # rotate: no step always runs first
+            per[name].append(_timed(steps[name], image_b)[1])
     for name, values in per.items():
-        rows.append(f"| per target: {name} | {np.median(values):.2f} (median of {len(values)}) |")
+        each = ", ".join(f"{v:.2f}" for v in values)
+        rows.append(f"| per target: {name} | {np.median(values):.2f} (median; each: {each}) |")
     return rows
 
 
@@ -113,7 +118,7 @@ def main(argv=None) -> int:
         "--checkpoint", default=os.path.join(tempfile.gettempdir(), "napari-sam3-full-random")
     )
     p.add_argument("--size", type=int, default=256, help="plane side in pixels")
-    p.add_argument("--targets", type=int, default=2, help="target images for --part exemplars")
+    p.add_argument("--targets", type=int, default=3, help="target images for --part exemplars")
     p.add_argument("--frames", type=int, default=3, help="slices for --part propagation")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)

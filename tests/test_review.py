@@ -145,3 +145,16 @@ def test_session_keys_and_carry_over(layer):
     layer.features = pd.DataFrame(layer.features.drop(columns=[STATUS_COLUMN]))
     carry_over(layer, old)
     assert review.status_of(3) == "rejected"
+
+
+def test_napari_writer_leaves_rejected_objects_out(table, tmp_path):
+    import tifffile
+
+    from napari_sam3._writer import write_labels
+
+    labels = _candidates().to_label_image(first_id=1)
+    t = set_status(table, 2, "rejected")
+    written = write_labels(str(tmp_path / "out.tif"), labels, {"features": t, "name": "r"})
+    saved = tifffile.imread(written[0])
+    assert set(np.unique(saved)) == {0, 1, 3, 4}
+    assert pd.read_csv(written[1])["label"].tolist() == [1, 3, 4]

@@ -1,5 +1,7 @@
 """napari writer: a Labels layer -> compressed TIFF + ``<stem>_objects.csv`` from its features.
 
+Objects whose review ``status`` is "rejected" are left out of both (`core.results.review`).
+
 napari's save dialog has already asked before replacing the chosen file, so the TIFF and its CSV
 sidecar are replaced when they exist. Writes are atomic. No Qt import.
 """
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from napari_sam3.core.results.review import drop_rejected
 from napari_sam3.io.tables import table_from_labels, to_export_columns, write_table_csv
 from napari_sam3.io.tiff import write_labels_tiff
 
@@ -29,10 +32,12 @@ def write_labels(path: str, data, attributes: dict) -> list[str]:
         if len(scale) != labels.ndim or all(s == 1.0 for s in scale):
             scale = None
     metadata = {"name": attributes.get("name")} if attributes.get("name") else None
-    write_labels_tiff(out, labels, scale=scale, overwrite=True, metadata=metadata)
-    written = [str(out)]
     features = attributes.get("features")
     table = pd.DataFrame(features) if features is not None else pd.DataFrame()
+    if "label" in table.columns:  # objects rejected in review never leave the program
+        labels, table = drop_rejected(labels, table)
+    write_labels_tiff(out, labels, scale=scale, overwrite=True, metadata=metadata)
+    written = [str(out)]
     if len(table) and "label" in table.columns:
         table = to_export_columns(table)
     elif labels.ndim == 2:
