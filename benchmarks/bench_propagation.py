@@ -132,7 +132,11 @@ def main(argv=None) -> int:
         )
     except (OSError, StopIteration):
         pass
-    bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
+    bf16 = (
+        "avx512_bf16" in Path("/proc/cpuinfo").read_text()
+        if Path("/proc/cpuinfo").exists()
+        else False
+    )
     head = [
         f"model: {'tiny random' if args.tiny else 'full-size SAM3 architecture, random weights'}; "
         f"cpu: {cpu} x{torch.get_num_threads()} threads, avx512_bf16={bf16}; "

@@ -103,7 +103,9 @@ def test_exemplar_from_option(engine, images, tmp_path):
     prompt = exemplar_prompt_from(engine, sources)
     assert exemplar_prompt_from(engine, sources) is prompt  # once per process
     direct = engine.exemplar_prompt(a, BOXES)
-    _same(engine.segment_with(b, prompt, min_score=0.0), engine.segment_with(b, direct, min_score=0.0))
+    _same(
+        engine.segment_with(b, prompt, min_score=0.0), engine.segment_with(b, direct, min_score=0.0)
+    )
     assert len(sources[0].fingerprint()) == 16
     for bad, message in [
         ("ref.tif", "IMAGE:X0,Y0,X1,Y1"),

@@ -153,7 +153,9 @@ def test_use_these_exemplars_on_another_image(qtbot, sam3, video_checkpoint):
     layer = viewer.layers[name]
     engine = Sam3Engine.load(str(video_checkpoint), device="cpu")
     raw = engine.segment_with(b, engine.exemplar_prompt(a, [[8, 4, 24, 20]]))
-    expected = L.prepare_result(raw, tab.current_ref(viewer.layers["B"]), "x", *tab.filter_settings())
+    expected = L.prepare_result(
+        raw, tab.current_ref(viewer.layers["B"]), "x", *tab.filter_settings()
+    )
     assert len(layer.features) == len(expected["cands"]) > 0
     np.testing.assert_array_equal(layer.data, expected["data"])
     assert set(layer.features["status"]) == {"unreviewed"}

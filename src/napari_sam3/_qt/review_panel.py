@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 from napari_sam3._napari.review import ReviewSession
 from napari_sam3._qt.table_model import DataFrameModel
 
-_panels: dict[int, "ReviewPanel"] = {}  # one panel per viewer (proxies differ: keyed by the real one)
+_panels: dict[int, ReviewPanel] = {}  # one panel per viewer (proxies differ: keyed by the real one)
 
 
 class ReviewPanel(QWidget):
@@ -146,8 +146,8 @@ class ReviewPanel(QWidget):
 
 def _has_objects(layer) -> bool:
     features = getattr(layer, "features", None)
-    return features is not None and len(features) > 0 and (
-        "label" in features or "index" in features
+    return (
+        features is not None and len(features) > 0 and ("label" in features or "index" in features)
     )
 
 

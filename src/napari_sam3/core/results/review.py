@@ -81,7 +81,9 @@ def accept_above(table: pd.DataFrame, min_score: float, *, overrule: bool = Fals
 
 
 def next_to_review(
-    table: pd.DataFrame, current: int | None = None, statuses: Iterable[str] = (UNREVIEWED, NEEDS_EDIT)
+    table: pd.DataFrame,
+    current: int | None = None,
+    statuses: Iterable[str] = (UNREVIEWED, NEEDS_EDIT),
 ) -> int | None:
     """The label after ``current`` (best score first, wrapping round) still to review; None when done.
 

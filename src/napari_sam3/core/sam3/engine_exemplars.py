@@ -25,6 +25,7 @@ from napari_sam3.core.sam3.exemplar_prompt import ExemplarPrompt, geometry_token
 from napari_sam3.core.sam3.load_errors import model_errors
 
 VISUAL_PROMPT = "visual"  # the text Sam3Processor uses for exemplar boxes without text
+DEFAULT_PREPROCESSING = Preprocessing()
 
 
 class ExemplarTransfer:
@@ -37,7 +38,7 @@ class ExemplarTransfer:
         box_labels=None,
         text: str | Sequence[str] | None = None,
         *,
-        preprocessing: Preprocessing = Preprocessing(),
+        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
         rgb: bool | None = None,
     ) -> ExemplarPrompt:
         """The exemplar tokens of ``boxes_xyxy`` (pixel x0, y0, x1, y1) on ``plane``."""
@@ -54,7 +55,7 @@ class ExemplarTransfer:
         box_labels=None,
         text=None,
         *,
-        preprocessing: Preprocessing = Preprocessing(),
+        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
         rgb: bool | None = None,
     ) -> Generator[Progress, None, ExemplarPrompt]:
         import torch
@@ -71,7 +72,12 @@ class ExemplarTransfer:
         n = len(concepts)
         yield Progress("Encoding the example boxes", 1, 2)
         heads = heads_autocast(self.device, self.cpu_fast_path)
-        with self._lock, torch.inference_mode(), heads, model_errors("encoding the examples", self.device):
+        with (
+            self._lock,
+            torch.inference_mode(),
+            heads,
+            model_errors("encoding the examples", self.device),
+        ):
             self._text_features(concepts)  # cached now, read again on every target image
             kwargs = exemplar_inputs(boxes, labels, encoded.shape, n, self.device, self.dtype)
             geometry, mask = geometry_tokens(
@@ -100,7 +106,7 @@ class ExemplarTransfer:
         *,
         boxes_xyxy=None,
         box_labels=None,
-        preprocessing: Preprocessing = Preprocessing(),
+        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
         rgb: bool | None = None,
         min_score: float = 0.1,
         mask_threshold: float = 0.5,
@@ -129,7 +135,7 @@ class ExemplarTransfer:
         *,
         boxes_xyxy=None,
         box_labels=None,
-        preprocessing: Preprocessing = Preprocessing(),
+        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
         rgb: bool | None = None,
         min_score: float = 0.1,
         mask_threshold: float = 0.5,
