@@ -450,6 +450,8 @@ class Sam3Engine(ExemplarTransfer):
                 feats, pos = tracker_video_features(self.model, encoded.vision)
                 encoded.tracker_video = feats
                 self._position_encodings.setdefault(_tracker_key(feats), pos)
+                if encoded.key in self.cache:  # count the extra memory against the cache bound
+                    self.cache.put(encoded.key, encoded, encoded.nbytes)
             pos = self._position_encodings.get(_tracker_key(encoded.tracker_video))
             if pos is None:  # another engine's features: compute the encodings again
                 _, pos = tracker_video_features(self.model, encoded.vision)
