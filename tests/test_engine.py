@@ -357,9 +357,18 @@ def test_position_encodings_shared_between_cached_images(engine):
     b = engine.encode(fresh_plane((50, 70)))
     for x, y in zip(a.vision.fpn_position_encoding, b.vision.fpn_position_encoding, strict=True):
         assert x is y
+    # the tracker neck's position encodings are shared too
+    assert engine.tracker_video_features(a)[1] is engine.tracker_video_features(b)[1]
+    # owned: backbone tokens, FPN levels, the tracker's video-layout levels (the single-image
+    # embeddings are views of them) and the single-image last level (+ no-memory embedding)
     assert a.nbytes == sum(
         t.element_size() * t.nelement()
-        for t in (a.vision.last_hidden_state, *a.vision.fpn_hidden_states, *(a.tracker or ()))
+        for t in (
+            a.vision.last_hidden_state,
+            *a.vision.fpn_hidden_states,
+            *a.tracker_video,
+            a.tracker[-1],
+        )
     )
 
 
