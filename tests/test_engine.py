@@ -11,7 +11,7 @@ from napari_sam3.core.images import Preprocessing
 from napari_sam3.core.progress import Progress, run_to_end
 from napari_sam3.core.prompts import NonEnglishPromptWarning, parse_concepts
 from napari_sam3.core.results.candidates import Candidates, boxes_from_masks
-from napari_sam3.core.sam3.encoded_image import expand_vision
+from napari_sam3.core.sam3.encoded_image import expand_vision, vision_tensors
 from napari_sam3.core.sam3.engine import EncodedImage, Sam3Engine
 from napari_sam3.core.sam3.feature_cache import FeatureCache, make_key
 
@@ -133,11 +133,13 @@ def test_tracker_embeddings_count_against_the_bound(engine):
     assert enc.tracker is None
     before = eng.cache.nbytes
     eng.segment_points(plane, [[10, 10]])
-    assert (
-        eng.cache.nbytes
-        > before
-        == enc.nbytes - sum(t.element_size() * t.nelement() for t in enc.tracker)
-    )
+    vision_only = sum(t.element_size() * t.nelement() for t in vision_tensors(enc.vision))
+    # the tracker levels are views of the video-layout ones (one storage, counted once), plus
+    # the memory-free last level
+    extra = sum(t.element_size() * t.nelement() for t in enc.tracker_video)
+    extra += enc.tracker[-1].element_size() * enc.tracker[-1].nelement()
+    assert before == vision_only
+    assert eng.cache.nbytes == enc.nbytes == vision_only + extra
 
 
 def test_tracker_embeddings_precomputed_at_encode(engine):
@@ -355,9 +357,18 @@ def test_position_encodings_shared_between_cached_images(engine):
     b = engine.encode(fresh_plane((50, 70)))
     for x, y in zip(a.vision.fpn_position_encoding, b.vision.fpn_position_encoding, strict=True):
         assert x is y
+    # the tracker neck's position encodings are shared too
+    assert engine.tracker_video_features(a)[1] is engine.tracker_video_features(b)[1]
+    # owned: backbone tokens, FPN levels, the tracker's video-layout levels (the single-image
+    # embeddings are views of them) and the single-image last level (+ no-memory embedding)
     assert a.nbytes == sum(
         t.element_size() * t.nelement()
-        for t in (a.vision.last_hidden_state, *a.vision.fpn_hidden_states, *(a.tracker or ()))
+        for t in (
+            a.vision.last_hidden_state,
+            *a.vision.fpn_hidden_states,
+            *a.tracker_video,
+            a.tracker[-1],
+        )
     )
 
 

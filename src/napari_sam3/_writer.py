@@ -4,7 +4,8 @@ napari's save dialog has already asked before replacing the chosen file, so the 
 it exists. The CSV sidecar was not part of that question: an existing ``<stem>_objects.csv`` is
 never replaced; the table goes to the first free ``<stem>_objects-N.csv`` beside it instead (the
 returned paths say where). The table of a 2-D layer is built from its label image (hand edits
-included) with score and prompt from the layer's features. Writes are atomic. No Qt import.
+included) with score and prompt from the layer's features. Objects whose review ``status`` is
+"rejected" are left out of both (`core.results.review`). Writes are atomic. No Qt import.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from napari_sam3.core.results.review import drop_rejected
 from napari_sam3.io.tables import table_with_labels, to_export_columns, write_table_csv
 from napari_sam3.io.tiff import write_labels_tiff
 
@@ -32,10 +34,12 @@ def write_labels(path: str, data, attributes: dict) -> list[str]:
         if len(scale) != labels.ndim or all(s == 1.0 for s in scale):
             scale = None
     metadata = {"name": attributes.get("name")} if attributes.get("name") else None
-    write_labels_tiff(out, labels, scale=scale, overwrite=True, metadata=metadata)
-    written = [str(out)]
     features = attributes.get("features")
     table = pd.DataFrame(features) if features is not None else pd.DataFrame()
+    if "label" in table.columns:  # objects rejected in review never leave the program
+        labels, table = drop_rejected(labels, table)
+    write_labels_tiff(out, labels, scale=scale, overwrite=True, metadata=metadata)
+    written = [str(out)]
     if labels.ndim == 2:
         table = table_with_labels(labels, table, scale=scale, prompt="object")
     elif len(table) and "label" in table.columns:

@@ -18,6 +18,7 @@ import pandas as pd
 from napari_sam3._napari.identity import find_layer
 from napari_sam3._napari.layers import _level0
 from napari_sam3.core.errors import Sam3Error
+from napari_sam3.core.results.review import drop_rejected, rejected_labels
 from napari_sam3.io.atomic import check_writable
 from napari_sam3.io.coco import merge_coco, write_coco
 from napari_sam3.io.export import FORMATS, export_plane, output_paths
@@ -41,6 +42,8 @@ def _plane(data: np.ndarray) -> np.ndarray:
 
 def _table(layer, labels: np.ndarray, scale) -> pd.DataFrame:
     features = pd.DataFrame(layer.features) if layer.features is not None else pd.DataFrame()
+    if "label" in features.columns:
+        features = features[~features["label"].isin(rejected_labels(features))]
     if labels.ndim != 2:  # stacks: the layer's own per-object table (tracks, counts)
         if "label" not in features.columns:
             raise Sam3Error(
@@ -91,6 +94,9 @@ def export_layer(
     """
     formats = _formats(layer, formats)
     labels = _plane(np.asarray(_level0(layer.data)))
+    features = getattr(layer, "features", None)
+    if features is not None and "label" in features.columns:  # rejected in review: never exported
+        labels, _ = drop_rejected(labels, features)
     scale = tuple(float(s) for s in layer.scale[-2:])
     scale = None if all(s == 1.0 for s in scale) else scale
     meta = layer.metadata.get("sam3", {}) if isinstance(layer.metadata, dict) else {}

@@ -19,6 +19,7 @@ from napari_sam3._napari import layer_builder as B
 from napari_sam3._napari import layers as L
 from napari_sam3._napari.identity import find_layer, in_viewer
 from napari_sam3.core.results.candidates import Candidates
+from napari_sam3.core.results.review import carry_decisions
 
 
 @dataclass
@@ -69,7 +70,8 @@ def apply_prepared(viewer, adder: B.LayerAdder, res: TextResult, prepared: dict)
     released = res.release_if_edited()
     if adder.alive(res.layer):
         res.layer.data = data  # untouched since we wrote it: nothing of the user's is lost
-        res.layer.features = kwargs["features"]
+        # review decisions (status column) follow their objects through the re-filter
+        res.layer.features = carry_decisions(res.layer.features, kwargs["features"])
     else:
         layer = prepared.get("layer")
         if layer is None or any(layer is k for k in res.kept):

@@ -30,7 +30,13 @@ from napari_sam3._napari import layer_builder as B
 from napari_sam3._napari import layers as L
 from napari_sam3._napari import prompt_layers as P
 from napari_sam3._napari.text_result import TextResult
-from napari_sam3._qt import click_flow, text_flow
+from napari_sam3._qt import (
+    click_flow,
+    exemplar_transfer_action,
+    propagate_action,
+    review_panel,
+    text_flow,
+)
 from napari_sam3._qt import track_action as T
 from napari_sam3._qt.click_flow import NEW_TARGET, ClickResult
 from napari_sam3._qt.image_choice import fill_combo, layers_of
@@ -119,6 +125,9 @@ class SegmentTab(PlaneTab):
         )
         self.track_btn.clicked.connect(self.run_track)
         outer.addWidget(self.track_btn)
+        propagate_action.add_propagate_controls(self, outer)  # issue 14: clicks through z/t
+        review_panel.add_review_button(self, outer)  # issue 14: object review
+        exemplar_transfer_action.add_exemplar_transfer_controls(self, outer)  # issue 14
 
         filt = QGroupBox("Result (re-filtered without calling the model)")
         fform = QFormLayout(filt)

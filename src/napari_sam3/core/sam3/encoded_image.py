@@ -12,7 +12,8 @@ class EncodedImage:
 
     ``vision`` is the detector's ``Sam3VisionEncoderOutput`` (backbone tokens + FPN levels);
     ``tracker`` the tracker's image embeddings derived from the same backbone tokens (computed on
-    first click, cheap). ``shape`` is the plane's (H, W), ``model_key`` names the model.
+    first click, cheap), ``tracker_video`` the same neck output in the video tracker's layout
+    (propagation through slices reads it; ``tracker`` is mostly views of it). ``shape`` is the plane's (H, W), ``model_key`` names the model.
     """
 
     key: str
@@ -21,16 +22,21 @@ class EncodedImage:
     vision: Any
     seconds: float
     tracker: list | None = None
+    tracker_video: list | None = None
     meta: dict = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by this entry alone (the shared position encodings are not counted)."""
-        total = 0
-        for t in vision_tensors(self.vision):
-            total += t.element_size() * t.nelement()
-        for t in self.tracker or ():
-            total += t.element_size() * t.nelement()
+        """Bytes held by this entry alone (the shared position encodings are not counted).
+
+        ``tracker`` levels are mostly views of ``tracker_video`` ones: each storage counts once.
+        """
+        total, seen = 0, set()
+        for t in [*vision_tensors(self.vision), *(self.tracker or ()), *(self.tracker_video or ())]:
+            ptr = t.untyped_storage().data_ptr()
+            if ptr not in seen:
+                seen.add(ptr)
+                total += t.element_size() * t.nelement()
         return total
 
 

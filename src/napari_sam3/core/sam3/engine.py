@@ -17,6 +17,10 @@ Public API (other modules code against these names; they stay stable):
         kind = "text", masks at plane size.
     engine.segment_exemplars(plane, boxes_xyxy, box_labels=None, text=None, *, ...) -> Candidates
         boxes in pixel x0, y0, x1, y1; labels 1 positive / 0 negative; kind = "exemplar".
+    engine.exemplar_prompt(plane_a, boxes_xyxy, box_labels=None, text=None) -> ExemplarPrompt
+    engine.segment_with(plane_b, prompt, *, boxes_xyxy=None, ...) -> Candidates
+        Exemplars drawn on image A used on image B: A's exemplar tokens condition B's detector
+        (core.sam3.exemplar_prompt explains why that is how SAM3 encodes exemplars).
     engine.segment_points(plane, points_xy=None, point_labels=None, box_xyxy=None,
                           multimask=True, ...) -> Candidates
         Tracker head on the SAME cached backbone features; 3 candidates (multimask) with
@@ -68,20 +72,22 @@ from napari_sam3.core.sam3.detector_inputs import (
     exemplar_inputs,
 )
 from napari_sam3.core.sam3.encoded_image import EncodedImage, expand_vision, slim_for_cache
+from napari_sam3.core.sam3.engine_exemplars import VISUAL_PROMPT, ExemplarTransfer
+from napari_sam3.core.sam3.exemplar_prompt import prompt_tokens
 from napari_sam3.core.sam3.feature_cache import FeatureCache, make_key
 from napari_sam3.core.sam3.load_errors import model_errors
 from napari_sam3.core.sam3.tracker_inputs import (
     click_prompt,
     decode,
-    tracker_embeddings_from,
+    single_image_embeddings,
     tracker_inputs,
+    tracker_video_features,
 )
 
 DEFAULT_PREPROCESSING = Preprocessing()
-VISUAL_PROMPT = "visual"  # the text Sam3Processor uses for exemplar boxes without text
 
 
-class Sam3Engine:
+class Sam3Engine(ExemplarTransfer):
     """Encode once, prompt many times; see the module docstring for the contract."""
 
     def __init__(self, loaded, cache: FeatureCache | None = None) -> None:
@@ -337,7 +343,9 @@ class Sam3Engine:
         min_score: float,
         mask_threshold: float,
         kind: str,
+        prompt=None,
     ) -> Candidates:
+        """Run the detector; ``prompt`` (an `ExemplarPrompt`) replaces the boxes by its tokens."""
         import torch
 
         n = len(concepts)
@@ -349,6 +357,10 @@ class Sam3Engine:
         with self._lock, torch.inference_mode(), heads, model_errors(step, self.device):
             text_embeds, attention_mask = self._text_features(concepts)
             kwargs = exemplar_inputs(boxes, labels, (h, w), n, self.device, self.dtype)
+            if prompt is not None:  # tokens from another image: text + its geometry, no boxes
+                text_embeds, attention_mask = prompt_tokens(
+                    text_embeds, attention_mask, prompt.geometry, prompt.geometry_mask
+                )
             out = self.model.detector_model(
                 vision_embeds=expand_vision(encoded.vision, n),
                 text_embeds=text_embeds,
@@ -419,12 +431,31 @@ class Sam3Engine:
         import torch
 
         if encoded.tracker is None:
+            feats, _ = self.tracker_video_features(encoded)
             with self._lock, torch.inference_mode():
-                embeddings = tracker_embeddings_from(self.model, encoded.vision)
-                encoded.tracker = embeddings
+                encoded.tracker = single_image_embeddings(self.model.tracker_model, feats)
                 if encoded.key in self.cache:  # count the extra memory against the cache bound
                     self.cache.put(encoded.key, encoded, encoded.nbytes)
         return encoded.tracker
+
+    def tracker_video_features(self, encoded: EncodedImage) -> tuple[list, list]:
+        """The tracker neck output of ``encoded`` in the video tracker's layout (cached on it).
+
+        (features, position encodings); the encodings depend only on the shapes and are shared.
+        """
+        import torch
+
+        with self._lock, torch.inference_mode():
+            if encoded.tracker_video is None:
+                feats, pos = tracker_video_features(self.model, encoded.vision)
+                encoded.tracker_video = feats
+                self._position_encodings.setdefault(_tracker_key(feats), pos)
+                if encoded.key in self.cache:  # count the extra memory against the cache bound
+                    self.cache.put(encoded.key, encoded, encoded.nbytes)
+            pos = self._position_encodings.get(_tracker_key(encoded.tracker_video))
+            if pos is None:  # another engine's features: compute the encodings again
+                _, pos = tracker_video_features(self.model, encoded.vision)
+        return encoded.tracker_video, pos
 
     def _track(self, encoded, points, labels, box, multimask, mask_threshold, kind) -> Candidates:
         import torch
@@ -474,6 +505,11 @@ class Sam3Engine:
 
 
 _engines_lock = threading.Lock()
+
+
+def _tracker_key(feats) -> tuple:
+    """Where the shared tracker position encodings of features of these shapes are kept."""
+    return ("tracker", *(tuple(t.shape) for t in feats))
 
 
 __all__ = ["EncodedImage", "Sam3Engine"]

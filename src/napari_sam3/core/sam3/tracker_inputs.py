@@ -31,8 +31,22 @@ def click_prompt(points_xy, point_labels, box_xyxy, shape):
 
 def tracker_embeddings_from(model, vision) -> list:
     """The tracker's image embeddings (one per feature level) from the detector's features."""
-    tracker = model.tracker_model
-    feats, _ = model.get_vision_features_for_tracker(vision_embeds=vision)
+    feats, _ = tracker_video_features(model, vision)
+    return single_image_embeddings(model.tracker_model, feats)
+
+
+def tracker_video_features(model, vision) -> tuple[list, list]:
+    """The tracker neck on the detector's backbone tokens, in the video tracker's layout.
+
+    (features, position encodings), each a list of (H*W, 1, C) levels: what
+    ``Sam3VideoModel`` caches per frame for ``Sam3TrackerVideoModel``.
+    """
+    feats, pos = model.get_vision_features_for_tracker(vision_embeds=vision)
+    return list(feats), list(pos)
+
+
+def single_image_embeddings(tracker, feats: list) -> list:
+    """Video-layout features -> single-image embeddings (views, except the last, memory-free level)."""
     feats = list(feats)
     feats[-1] = feats[-1] + tracker.no_memory_embedding
     return [
