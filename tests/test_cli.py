@@ -461,3 +461,34 @@ def test_negative_exemplars(images, tmp_path, tiny_checkpoint, capsys):
     assert main([*argv, *ex, *opts]) == 0
     settings = json.loads((counted / "manifest.json").read_text())["settings"]
     assert settings["exemplar_labels"] == [1, 0]
+
+
+def test_exemplar_from_reference_image(images, tmp_path, tiny_checkpoint, engine, capsys):
+    """--exemplar-from: boxes encoded on the reference image, every input conditioned on them;
+    the labels equal the engine's own `segment_with`, and the run records which reference it used."""
+    from napari_sam3.core.results.refine import filter_candidates
+
+    ref = images / "a.tif"
+    target = tmp_path / "target.tif"
+    tifffile.imwrite(target, synthetic_nuclei((80, 88), seed=7)[0])
+    out = tmp_path / "out_from"
+    args = ["segment", str(target), "--exemplar-from", f"{ref}:20,20,44,44;50,30,70,52"]
+    common = ["--model", str(tiny_checkpoint), "--device", "cpu", "--threshold", "0.05"]
+    assert main([*args, *common, "--out", str(out), "--no-progress"]) == 0
+
+    prompt = engine.exemplar_prompt(
+        tifffile.imread(ref), [[20, 20, 44, 44], [50, 30, 70, 52]], text=None
+    )
+    cands = engine.segment_with(tifffile.imread(target), prompt, min_score=0.05)
+    expected = filter_candidates(cands, 0.05).to_label_image()
+    got = read_labels_tiff(out / "target_labels.tif").data
+    assert expected.max() > 0, "the tiny model found nothing: the comparison would be empty"
+    assert got.shape == expected.shape and np.array_equal(got > 0, expected > 0)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["exemplar_from"]  # the reference's fingerprint is the run's
+    # the reference changes -> not the same run: a rerun is refused until --overwrite
+    tifffile.imwrite(ref, synthetic_nuclei((96, 112), seed=9)[0])
+    capsys.readouterr()
+    assert main([*args, *common, "--out", str(out), "--no-progress"]) != 0
+    assert main([*args, "--exemplar", "1,1,9,9", *common, "--out", str(out)]) == 2
+    assert "cannot be mixed" in capsys.readouterr().err

@@ -157,7 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(each plane of a stack). Writes <stem>_labels.tif and <stem>_objects.csv "
         "per plane, plus manifest.json and counts.csv.",
     )
-    seg.set_defaults(method="sam3")
+    seg.set_defaults(method="sam3", exemplar_from=[])
+    seg.add_argument(
+        "--exemplar-from",
+        action="append",
+        default=[],
+        metavar="IMAGE:X0,Y0,X1,Y1",
+        help="exemplar boxes drawn on IMAGE (several separated by ';'): SAM3 encodes them on that "
+        "image once and finds similar objects in every input image (repeatable)",
+    )
     seg.add_argument(
         "--refine",
         default="low",
@@ -243,6 +251,7 @@ def track_settings_from_args(args):
 
 
 def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily below
+    from napari_sam3.batch.exemplar_from import parse_exemplar_from
     from napari_sam3.batch.settings import BatchSettings, parse_box, parse_prompts
     from napari_sam3.io.export import parse_formats
 
@@ -260,8 +269,17 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
             "--negative-exemplar only says what not to find: add at least one "
             '--exemplar X0,Y0,X1,Y1 (an object to find) or a --prompt "concept".'
         )
-    if args.command == "segment" and not prompts and not exemplars:
-        raise Sam3Error('segment needs --prompt "concept" and/or --exemplar X0,Y0,X1,Y1.')
+    exemplar_from = parse_exemplar_from(getattr(args, "exemplar_from", None) or [])
+    if exemplar_from and (exemplars or negatives):
+        raise Sam3Error(
+            "--exemplar-from and --exemplar/--negative-exemplar cannot be mixed: --exemplar puts the "
+            "same coordinates on every image; use one of them."
+        )
+    if args.command == "segment" and not prompts and not exemplars and not exemplar_from:
+        raise Sam3Error(
+            'segment needs --prompt "concept", --exemplar X0,Y0,X1,Y1 and/or '
+            "--exemplar-from IMAGE:X0,Y0,X1,Y1."
+        )
     if args.command == "count" and args.method == "sam3" and not prompts and not exemplars:
         raise Sam3Error('count --method sam3 needs --prompt "concept" (or --exemplar).')
     for name in ("threshold", "mask_threshold"):
@@ -278,6 +296,8 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
             raise Sam3Error(f"--tile must be 'auto' or a number of pixels, got {tile!r}.") from None
         if tile < MIN_TILE:
             raise Sam3Error(f"--tile {tile} is too small; use at least {MIN_TILE} pixels.")
+    if exemplar_from and tile not in (None, "none"):
+        raise Sam3Error("--exemplar-from does not work with --tile yet; leave --tile out.")
     if args.diameter is not None and args.diameter <= 0:
         raise Sam3Error("--diameter must be positive.")
     return BatchSettings(
@@ -286,6 +306,7 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
         prompts=prompts,
         exemplars=exemplars,
         negative_exemplars=negatives,
+        exemplar_from=exemplar_from,
         model=args.model,
         device=args.device,
         threshold=args.threshold,

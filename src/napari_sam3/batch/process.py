@@ -166,6 +166,14 @@ def _segment(plane, settings: BatchSettings, on_progress=None):
         "min_score": settings.threshold,
         "mask_threshold": settings.mask_threshold,
     }
+    if settings.exemplar_from:  # boxes drawn on a reference image, encoded there once
+        from napari_sam3.batch.exemplar_from import exemplar_prompt_from
+
+        text = list(settings.prompts) or None
+        with engine.skipping_tracker_neck():
+            prompt = exemplar_prompt_from(engine, settings.exemplar_from, text=text)
+            cands = engine.segment_with(plane.data, prompt, **kw)
+        return None, None, filter_candidates(cands, settings.threshold, refinement=settings.refine)
     if not settings.prompts and not settings.exemplars:  # negative boxes alone find nothing
         raise Sam3Error("Give --prompt or --exemplar (--negative-exemplar alone is not enough).")
     # Batch runs never click: skip the tracker neck per image (this thread only, so a viewer

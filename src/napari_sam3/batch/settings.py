@@ -27,6 +27,7 @@ class BatchSettings:
     prompts: tuple[str, ...] = ()
     exemplars: tuple[tuple[float, float, float, float], ...] = ()
     negative_exemplars: tuple[tuple[float, float, float, float], ...] = ()
+    exemplar_from: tuple = ()  # `batch.exemplar_from.ExemplarSource` s: boxes on a reference image
     model: str | None = None
     device: str = "auto"
     threshold: float = 0.5
@@ -49,6 +50,10 @@ class BatchSettings:
         # Negatives recorded as one labelled box list (as the engine takes them); runs without
         # negatives keep the fields (and fingerprint) they had before negatives existed.
         d.pop("negative_exemplars")
+        # reference images by content + boxes; runs without them keep their old fingerprint
+        sources = d.pop("exemplar_from")
+        if sources:
+            d["exemplar_from"] = [s.fingerprint() for s in self.exemplar_from]
         if self.negative_exemplars:
             boxes, labels = self.exemplar_boxes()
             d["exemplars"] = boxes
