@@ -15,7 +15,8 @@ from napari.components import ViewerModel
 from napari_sam3._napari import layers as L
 from napari_sam3._napari.click_session import NEW_TARGET
 from napari_sam3._napari.engine_holder import EngineHolder
-from napari_sam3._napari.segment_session import PlaneRun, SegmentSession
+from napari_sam3._napari.plane_run import PlaneRun
+from napari_sam3._napari.segment_session import SegmentSession
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.images import Preprocessing
 
@@ -126,7 +127,7 @@ def test_sessions_load_no_qt():
     """The sessions and a ViewerModel in a fresh process: no Qt binding gets imported."""
     code = (
         "import sys\n"
-        "import napari_sam3._napari.segment_session\n"
+        "import napari_sam3._napari.segment_session, napari_sam3._napari.count_session\n"
         "from napari.components import ViewerModel\n"
         "ViewerModel()\n"
         "qt = ('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6')\n"

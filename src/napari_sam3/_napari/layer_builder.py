@@ -45,13 +45,14 @@ def build_result_layers(prepared, ref, main: bool = True, hidden: bool = True):
     return prepared
 
 
-def count_layers(out: dict, name: str, geometry: dict, diameter: float) -> tuple:
-    """The Count result's (objects ``Labels``, centroids ``Points``) layers (worker-safe: no Qt)."""
-    table = out["table"]
-    labels = labels_layer(out["labels"], {"name": name, "features": table, **geometry})
+def count_layers(out, name: str, geometry: dict, diameter: float) -> tuple:
+    """A `count_results.PreparedCount` 's (objects ``Labels``, centroids ``Points``) layers (worker-safe:
+    no Qt)."""
+    table = out.table
+    labels = labels_layer(out.labels, {"name": name, "features": table, **geometry})
     size = max(3.0, 0.25 * (diameter if np.isfinite(diameter) else 10.0))
     points = points_layer(
-        out["points"],
+        out.points,
         {
             "name": f"{name} centroids",
             "features": table,

@@ -16,8 +16,6 @@ was removed or changed shape.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from napari.utils.events import EmitterGroup
 
@@ -28,21 +26,11 @@ from napari_sam3._napari import text_result as R
 from napari_sam3._napari import track_result as T
 from napari_sam3._napari.click_session import ClickSession, prompt_layers
 from napari_sam3._napari.notify import notify_info
+from napari_sam3._napari.plane_run import PlaneRun
 from napari_sam3._napari.text_result import TextResult
 from napari_sam3.core.errors import Sam3Error
-from napari_sam3.core.images import Preprocessing
 from napari_sam3.core.progress import Progress
 from napari_sam3.core.prompts import concepts_typed
-
-
-@dataclass(frozen=True)
-class PlaneRun:
-    """What every run starts from: the image layer, its plane, preprocessing, (source, device)."""
-
-    image: object
-    ref: L.PlaneRef
-    preprocessing: Preprocessing
-    model: tuple[str, str]
 
 
 class SegmentSession:

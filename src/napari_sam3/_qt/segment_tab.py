@@ -29,7 +29,8 @@ from napari_sam3._napari import layers as L
 from napari_sam3._napari import prompt_layers as P
 from napari_sam3._napari import track_result as T
 from napari_sam3._napari.click_session import NEW_TARGET, NO_CANDIDATE, ClickResult
-from napari_sam3._napari.segment_session import PlaneRun, SegmentSession
+from napari_sam3._napari.plane_run import PlaneRun
+from napari_sam3._napari.segment_session import SegmentSession
 from napari_sam3._napari.text_result import TextResult
 from napari_sam3._qt.image_choice import fill_combo, layers_of
 from napari_sam3._qt.tab_base import PlaneTab
