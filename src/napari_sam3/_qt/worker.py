@@ -7,7 +7,8 @@ a generator runs in a napari ``GeneratorWorker`` (a thread): every yield updates
 `JobRunner` keeps at most one job running. Submitting while one runs cancels it and queues the new
 one (latest wins), so the engine is never driven from two threads at once and a stale result is never
 delivered. Setting ``NAPARI_SAM3_SYNC=1`` runs jobs synchronously on the calling thread (debugging,
-the stardist-napari pattern).
+the stardist-napari pattern). The sessions in `_napari` take the runner's submit as a plain
+callable; `EngineHolder` and the notification helpers live there (Qt-free) and are re-exported here.
 """
 
 from __future__ import annotations
