@@ -250,8 +250,8 @@ def layer_add_ab(viewer, tab, widget, rec, results, rounds: int) -> None:
     res = tab.last_text
     if res is None or rounds <= 0:
         return
-    prepared = L.prepare_result(res.raw, res.ref, "ab", *tab.filter_settings())
-    data, kwargs = prepared["data"], prepared["kwargs"]
+    prepared = L.prepare_filtered(res.raw, res.ref, "ab", tab.filter_settings())
+    data, kwargs = prepared.data, prepared.kwargs
     for r in range(rounds):
         for how in ("add_labels on main thread (before)", "built in thread + append (now)"):
             kw = {**kwargs, "name": f"ab {r} {how[:5]}"}

@@ -26,7 +26,7 @@ def test_gui_opens_sample_and_widget(monkeypatch, capsys, qtbot):
         widget.count_tab.count_btn.click()  # classical counter: no weights, no network
         # the centroid Points layer is appended one event-loop turn after the Labels layer
         qtbot.waitUntil(lambda: widget.idle and widget.count_tab.last is not None, timeout=60_000)
-        seen["count"] = widget.count_tab.last["result"].count
+        seen["count"] = widget.count_tab.last.result.count
         seen["layers_after"] = [layer.name for layer in viewer.layers]
         widget.cleanup()
         viewer.close()

@@ -78,11 +78,11 @@ def test_count_layers_are_built_off_the_main_thread(qtbot, widget, built_in):
     tab.method_combo.setCurrentText("classical")
     tab.run_count()
     qtbot.waitUntil(lambda: widget.idle and tab.last is not None, timeout=TIMEOUT)
-    labels, points = tab.last["labels_layer"], tab.last["points_layer"]
+    labels, points = tab.last.labels_layer, tab.last.points_layer
     assert isinstance(labels, Labels) and isinstance(points, Points)
     assert labels in viewer.layers and points in viewer.layers
     assert points.name == f"{labels.name} centroids"
-    assert len(points.data) == len(labels.features) == tab.last["result"].count
+    assert len(points.data) == len(labels.features) == tab.last.result.count
     assert len(built_in) == 2
     assert all(t is not threading.main_thread() for t in built_in)
 

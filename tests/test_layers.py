@@ -148,10 +148,10 @@ def test_prepare_result_filters_sorts_and_hides():
     cands = _cands()
     ref = _ref(Image(np.zeros((40, 50))))
     out = L.prepare_result(cands, ref, "a, b", 0.5, 0, "Low", with_hidden=True)
-    assert list(out["kwargs"]["features"]["score"].round(2)) == [0.9, 0.6]
-    assert out["hidden"].shape == (40, 50) and out["hidden"][10, 10] == 2
+    assert list(out.kwargs["features"]["score"].round(2)) == [0.9, 0.6]
+    assert out.hidden.shape == (40, 50) and out.hidden[10, 10] == 2
     none = L.prepare_result(cands, ref, "a", 0.95, 0, "Medium")
-    assert none["data"].max() == 0 and len(none["kwargs"]["features"]) == 0
+    assert none.data.max() == 0 and len(none.kwargs["features"]) == 0
 
 
 def test_commit_into_one_plane_result_layer_of_the_same_slice():

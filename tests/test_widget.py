@@ -243,7 +243,7 @@ def test_rgb_channel_choice(qtbot, sam3):
 def test_load_error_is_notified_and_widget_stays_usable(qtbot, sam3, tmp_path, monkeypatch):
     viewer, widget, _ = sam3
     errors = []
-    monkeypatch.setattr("napari_sam3._qt.text_flow.notify_error", lambda e: errors.append(e))
+    monkeypatch.setattr("napari_sam3._qt.segment_tab.notify_error", lambda e: errors.append(e))
     monkeypatch.setattr("napari_sam3._qt.tab_base.notify_error", lambda e: errors.append(e))
     monkeypatch.setattr("napari_sam3._widget.notify_error", lambda e: errors.append(e))
     good = widget.model_edit.text()

@@ -66,7 +66,7 @@ def test_sam3_count_per_concept_on_slice(qtbot, counter):
     layer = viewer.layers["stack count (sam3) [1]"]
     assert layer.data.shape == (1, 96, 96)
     np.testing.assert_allclose(layer.data_to_world((0, 5, 5)), image.data_to_world((1, 5, 5)))
-    result = tab.last["result"]
+    result = tab.last.result
     assert sum(result.counts.values()) == result.count
     for concept in result.counts:
         assert concept in tab.count_label.text()
@@ -102,7 +102,7 @@ def test_classical_count_all_slices(qtbot, counter, tmp_path):
     qtbot.waitUntil(lambda: widget.idle and tab.last is not None, timeout=60_000)
     expected = [count_objects(p, scale=(0.5, 0.5)).count for p in planes]
     out = tab.last
-    assert out["slice_counts"] == expected
+    assert out.slice_counts == expected
     assert f"Total {sum(expected)} objects in 3 slices" in tab.count_label.text()
     assert "per slice: " + ", ".join(map(str, expected)) in tab.count_label.text()
     labels = viewer.layers["stack count (classical) all slices"]
@@ -140,4 +140,4 @@ def test_all_slices_unchecked_counts_current_slice(qtbot, counter):
     qtbot.waitUntil(lambda: widget.idle and tab.last is not None, timeout=60_000)
     layer = viewer.layers["stack count (classical) [1]"]
     assert layer.data.shape == (1, 96, 96)
-    assert tab.last["result"].count == count_objects(stack[1]).count
+    assert tab.last.result.count == count_objects(stack[1]).count

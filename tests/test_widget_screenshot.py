@@ -71,7 +71,7 @@ def test_count_tab_screenshot_on_the_sample(make_napari_viewer, qtbot, tmp_path)
     widget.tabs.setCurrentWidget(widget.count_tab)
     widget.count_tab.count_btn.click()
     qtbot.waitUntil(lambda: widget.idle and widget.count_tab.last is not None, timeout=60_000)
-    count = widget.count_tab.last["result"].count
+    count = widget.count_tab.last.result.count
     assert str(count) in widget.count_tab.count_label.text()
     viewer.reset_view()
     qtbot.wait(300)

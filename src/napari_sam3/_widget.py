@@ -1,7 +1,8 @@
 """The SAM3 dock widget: model settings on top, then the "Segment" and "Count" tabs.
 
-Only wiring: the tabs read their controls, run core generators through one shared `JobRunner`
-(so one model is never driven from two threads) and turn results into layers.
+Only wiring: the tabs read their controls and call their Qt-free sessions (`_napari.segment_session`,
+`_napari.count_session`), which hold the run state and submit core generators through one shared
+`JobRunner` (so one model is never driven from two threads).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class Sam3Widget(QWidget):
         return self.runner.idle and tabs_idle
 
     def _last_result_layer(self):
-        res = self.segment_tab.last_text
+        res = self.segment_tab.session.last_text
         return res.layer if res is not None else None
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt name

@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 
-from napari_sam3.core.defaults import DEVICES, MIN_TILE, SCORE_THRESHOLD
+from napari_sam3.core.defaults import COUNT_SCORE_THRESHOLD, DEVICES, MIN_TILE, SCORE_THRESHOLD
 from napari_sam3.core.errors import Sam3Error
 
 EXAMPLES = """\
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold",
         type=float,
         default=SCORE_THRESHOLD,
-        help=f"minimum score (default {SCORE_THRESHOLD})",
+        help=f"minimum score (default {SCORE_THRESHOLD}; count: {COUNT_SCORE_THRESHOLD})",
     )
     common.add_argument(
         "--mask-threshold",
@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Count objects per image plane; same outputs as segment.",
     )
     cnt.add_argument("--method", choices=["classical", "sam3"], default="classical")
+    cnt.set_defaults(threshold=COUNT_SCORE_THRESHOLD)  # the widget's SAM3 count floor too
     _add_track_parser(sub, run_options)
     gui = sub.add_parser("gui", help="open napari with the SAM3 widget")
     gui.add_argument("--sample", action="store_true", help="also open the offline nuclei sample")

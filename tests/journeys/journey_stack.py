@@ -54,7 +54,7 @@ def count(j: Journey) -> None:
     c.method_combo.setCurrentText("classical")
     c.count_btn.click()
     j.wait(lambda: c.last is not None, "the classical count")
-    result = c.last["result"]
+    result = c.last.result
     assert result.count > 0 and f"Total: {result.count} objects" in c.count_label.text()
     names = j.layer_names()
     assert any("count (classical)" in n for n in names), names
@@ -67,8 +67,8 @@ def count(j: Journey) -> None:
     c.method_combo.setCurrentText("sam3")
     c.concepts_edit.setText("cell")
     c.count_btn.click()
-    j.wait(lambda: c.last["result"].method == "sam3", "the SAM3 count")
-    plain = c.last["result"]
+    j.wait(lambda: c.last.result.method == "sam3", "the SAM3 count")
+    plain = c.last.result
     assert "cell" in c.count_label.text() and f"Total: {plain.count}" in c.count_label.text()
     assert "Exemplar boxes" not in c.count_label.text()
 
@@ -82,7 +82,7 @@ def count(j: Journey) -> None:
     c.exemplar_check.setChecked(True)
     before = dict(j.widget.holder.engine.stats)
     c.count_btn.click()
-    j.wait(lambda: c.last["result"] is not plain, "the SAM3 count with exemplars")
+    j.wait(lambda: c.last.result is not plain, "the SAM3 count with exemplars")
     assert "Exemplar boxes: 1 positive, 0 negative" in c.count_label.text(), c.count_label.text()
     assert j.widget.holder.engine.stats["detector_calls"] > before["detector_calls"]
     assert not [e for e in j.errors() if "rror" in e], j.errors()

@@ -6,10 +6,39 @@ Runs in the worker (no Qt): label images shaped for the placed layer, centroid p
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
 from napari_sam3._napari import layers as L
+
+
+@dataclass
+class PreparedCount:
+    """A finished count laid out for napari: one plane (``result``) or every slice (``results``).
+
+    ``labels`` / ``points`` / ``table``: the objects layer's data, the centroids (in the placed
+    layer's data coordinates) and the features table (``index`` = label id); ``view``: the table
+    the tab shows; ``export``: the table written as CSV. ``labels_layer`` / ``points_layer``: the
+    napari layers built from them in the worker.
+    """
+
+    labels: np.ndarray
+    points: np.ndarray
+    table: pd.DataFrame
+    view: pd.DataFrame
+    export: pd.DataFrame
+    count: int
+    counts: dict[str, int]
+    diameter: float
+    warnings: list[str]
+    result: object = None  # the `CountResult` of a one-plane count
+    results: list = field(default_factory=list)  # per-slice `CountResult` s of an all-slices count
+    indices: list[tuple[int, ...]] = field(default_factory=list)
+    slice_counts: list[int] = field(default_factory=list)
+    labels_layer: object = None
+    points_layer: object = None
 
 
 def count_name(ref: L.PlaneRef, method: str, all_slices: bool = False) -> str:
@@ -19,7 +48,7 @@ def count_name(ref: L.PlaneRef, method: str, all_slices: bool = False) -> str:
     return f"{ref.layer_name} count ({method}){ref.slice_text()}"
 
 
-def prepare_count(result, ref: L.PlaneRef) -> dict:
+def prepare_count(result, ref: L.PlaneRef) -> PreparedCount:
     """Layer data for a `CountResult` on ``ref``'s plane (runs in the worker)."""
     table = result.table.copy()
     table.insert(0, "index", table["label"].to_numpy())
@@ -29,7 +58,18 @@ def prepare_count(result, ref: L.PlaneRef) -> dict:
     lead = np.zeros((len(table), len(ref.index)))
     yx = table[["centroid_y", "centroid_x"]].to_numpy(dtype=float).reshape(-1, 2)
     points = np.concatenate([lead, yx], axis=1)  # in the placed layer's data coordinates
-    return {"result": result, "labels": labels, "table": table, "points": points}
+    return PreparedCount(
+        labels=labels,
+        points=points,
+        table=table,
+        view=table.drop(columns="index"),  # "index" is napari's key; the view shows "label"
+        export=result.table,
+        count=int(result.count),
+        counts=dict(result.counts),
+        diameter=float(result.diameter),
+        warnings=list(result.warnings),
+        result=result,
+    )
 
 
 def slice_indices(ref: L.PlaneRef, data) -> list[tuple[int, ...]]:
@@ -43,7 +83,9 @@ def slice_value(index: tuple[int, ...]):
     return index[0] if len(index) == 1 else ",".join(map(str, index))
 
 
-def prepare_count_stack(results: list, indices: list[tuple[int, ...]], ref: L.PlaneRef) -> dict:
+def prepare_count_stack(
+    results: list, indices: list[tuple[int, ...]], ref: L.PlaneRef
+) -> PreparedCount:
     """Layer data for per-slice `CountResult` s (runs in the worker).
 
     Label ids are offset per slice so they are unique across the stack, and the table's ``label`` /
@@ -77,30 +119,32 @@ def prepare_count_stack(results: list, indices: list[tuple[int, ...]], ref: L.Pl
         for k, v in res.counts.items():
             counts[k] = counts.get(k, 0) + v
     diameters = [r.diameter for r in results if np.isfinite(r.diameter)]
-    return {
-        "results": results,
-        "indices": indices,
-        "slice_counts": [int(r.count) for r in results],
-        "count": int(sum(r.count for r in results)),
-        "counts": counts,
-        "diameter": float(np.median(diameters)) if diameters else float("nan"),
-        "warnings": [
+    export = table.drop(columns="index")
+    return PreparedCount(
+        labels=labels,
+        points=np.concatenate([lead, yx], axis=1),
+        table=table,
+        view=export,
+        export=export,
+        count=int(sum(r.count for r in results)),
+        counts=counts,
+        diameter=float(np.median(diameters)) if diameters else float("nan"),
+        warnings=[
             f"slice {slice_value(idx)}: {w}"
             for r, idx in zip(results, indices, strict=True)
             for w in r.warnings
         ],
-        "labels": labels,
-        "table": table,
-        "export": table.drop(columns="index"),
-        "points": np.concatenate([lead, yx], axis=1),
-    }
+        results=results,
+        indices=indices,
+        slice_counts=[int(r.count) for r in results],
+    )
 
 
-def stack_summary(out: dict, max_listed: int = 50) -> str:
+def stack_summary(out: PreparedCount, max_listed: int = 50) -> str:
     """The per-slice summary: 'Total 1234 objects in 10 slices; per slice: 120, 118, ...'."""
-    per = out["slice_counts"]
+    per = out.slice_counts
     listed = ", ".join(str(c) for c in per[:max_listed]) + (
         ", ..." if len(per) > max_listed else ""
     )
     n = len(per)
-    return f"Total {out['count']} objects in {n} slice{'s' if n != 1 else ''}; per slice: {listed}"
+    return f"Total {out.count} objects in {n} slice{'s' if n != 1 else ''}; per slice: {listed}"

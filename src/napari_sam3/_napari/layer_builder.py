@@ -29,8 +29,8 @@ def points_layer(data, kwargs: dict):
     return Points(data, **kwargs)
 
 
-def build_result_layers(prepared: dict, ref, main: bool = True, hidden: bool = True) -> dict:
-    """Add the Segment result's ``"layer"`` (and ``"hidden_layer"``) to a `prepare_result` dict.
+def build_result_layers(prepared, ref, main: bool = True, hidden: bool = True):
+    """Build the Segment result's ``layer`` (and ``hidden_layer``) of a `layers.PreparedResult`.
 
     Runs in the worker. The hidden layer gets its final name on the main thread, from the result
     layer's name after napari made it unique.
@@ -38,20 +38,21 @@ def build_result_layers(prepared: dict, ref, main: bool = True, hidden: bool = T
     from napari_sam3._napari.layers import placed_geometry
 
     if main:
-        prepared["layer"] = labels_layer(prepared["data"], prepared["kwargs"])
-    if hidden and prepared["hidden"] is not None:
-        kwargs = {**placed_geometry(ref), "features": prepared["kwargs"]["features"]}
-        prepared["hidden_layer"] = labels_layer(prepared["hidden"], kwargs)
+        prepared.layer = labels_layer(prepared.data, prepared.kwargs)
+    if hidden and prepared.hidden is not None:
+        kwargs = {**placed_geometry(ref), "features": prepared.kwargs["features"]}
+        prepared.hidden_layer = labels_layer(prepared.hidden, kwargs)
     return prepared
 
 
-def count_layers(out: dict, name: str, geometry: dict, diameter: float) -> tuple:
-    """The Count result's (objects ``Labels``, centroids ``Points``) layers (worker-safe: no Qt)."""
-    table = out["table"]
-    labels = labels_layer(out["labels"], {"name": name, "features": table, **geometry})
+def count_layers(out, name: str, geometry: dict, diameter: float) -> tuple:
+    """A `count_results.PreparedCount` 's (objects ``Labels``, centroids ``Points``) layers (worker-safe:
+    no Qt)."""
+    table = out.table
+    labels = labels_layer(out.labels, {"name": name, "features": table, **geometry})
     size = max(3.0, 0.25 * (diameter if np.isfinite(diameter) else 10.0))
     points = points_layer(
-        out["points"],
+        out.points,
         {
             "name": f"{name} centroids",
             "features": table,
@@ -124,13 +125,13 @@ class LayerAdder:
         if self._queue:
             self._later(self._append_next)
 
-    def put_hidden(self, res, prepared: dict):
+    def put_hidden(self, res, prepared):
         """The Segment result's "(hidden)" layer after a (re-)filter: updated, added or removed.
 
         ``res`` is the tab's `TextResult` (``layer``, ``hidden_layer``, ``ref``, ``image``); returns
         the hidden layer, or None.
         """
-        hidden, layer = prepared["hidden"], res.hidden_layer
+        hidden, layer = prepared.hidden, res.hidden_layer
         if hidden is None:
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
@@ -140,7 +141,7 @@ class LayerAdder:
             layer.data = hidden
             layer.features = res.layer.features
             return layer
-        layer = prepared.get("hidden_layer")
+        layer = prepared.hidden_layer
         if layer is None:
             from napari_sam3._napari.layers import placed_geometry
 

@@ -167,6 +167,34 @@ def features_table(cands: Candidates, label_image: np.ndarray, ref: PlaneRef) ->
     return table
 
 
+@dataclass(frozen=True)
+class FilterSettings:
+    """The Segment result controls: score threshold, min area (px), refinement, hidden layer."""
+
+    threshold: float | None = None
+    min_area: int = 0
+    refinement: str = "Low"
+    show_hidden: bool = False
+
+
+@dataclass
+class PreparedResult:
+    """Everything a (re-)filtered text result needs on the main thread, computed in the worker.
+
+    ``cands``: the filtered candidates (by score, best first); ``data`` / ``kwargs``: the label array
+    and ``add_labels`` kwargs; ``hidden``: the hidden-objects image or None; ``layer`` /
+    ``hidden_layer``: the napari layers built from them in the worker (`layer_builder`), if any.
+    """
+
+    cands: Candidates
+    data: np.ndarray
+    kwargs: dict
+    hidden: np.ndarray | None
+    settings: FilterSettings
+    layer: object = None
+    hidden_layer: object = None
+
+
 def prepare_result(
     raw: Candidates,
     ref: PlaneRef,
@@ -175,12 +203,8 @@ def prepare_result(
     min_area: int,
     refinement: str,
     with_hidden: bool = False,
-) -> dict:
-    """Everything a result layer needs, computed off the main thread.
-
-    Returns ``{"cands", "data", "kwargs", "hidden", "settings"}``: the filtered candidates (by score,
-    best first), the label array and ``add_labels`` kwargs, and the hidden-objects image (or None).
-    """
+) -> PreparedResult:
+    """Filter ``raw`` and lay it out as a result layer's data, off the main thread."""
     cands = filter_candidates(raw, threshold, min_area, refinement)
     if len(cands):
         cands = cands.sorted_by_score()
@@ -188,13 +212,18 @@ def prepare_result(
     hidden = None
     if with_hidden:
         hidden = hidden_label_image(cands, data).reshape(ref.label_shape())
-    return {
-        "cands": cands,
-        "data": data,
-        "kwargs": kwargs,
-        "hidden": hidden,
-        "settings": (threshold, min_area, refinement, with_hidden),
-    }
+    settings = FilterSettings(threshold, min_area, refinement, with_hidden)
+    return PreparedResult(cands, data, kwargs, hidden, settings)
+
+
+def prepare_filtered(
+    raw: Candidates, ref: PlaneRef, prompt_text: str, settings: FilterSettings
+) -> PreparedResult:
+    """`prepare_result` with the controls as one `FilterSettings`."""
+    s = settings
+    return prepare_result(
+        raw, ref, prompt_text, s.threshold, s.min_area, s.refinement, s.show_hidden
+    )
 
 
 def labels_layer_data(

@@ -61,19 +61,19 @@ class TextResult:
         return fresh, fresh or not adder.alive(self.hidden_layer)
 
 
-def apply_prepared(viewer, adder: B.LayerAdder, res: TextResult, prepared: dict) -> str:
+def apply_prepared(viewer, adder: B.LayerAdder, res: TextResult, prepared: L.PreparedResult) -> str:
     """Main thread: put a (re-)filtered result into the driven layer, or a new one; the status text.
 
     An edited driven layer is never written to (see the module docstring).
     """
-    cands, data, kwargs = prepared["cands"], prepared["data"], prepared["kwargs"]
+    cands, data, kwargs = prepared.cands, prepared.data, prepared.kwargs
     released = res.release_if_edited()
     if adder.alive(res.layer):
         res.layer.data = data  # untouched since we wrote it: nothing of the user's is lost
         # review decisions (status column) follow their objects through the re-filter
         res.layer.features = carry_decisions(res.layer.features, kwargs["features"])
     else:
-        layer = prepared.get("layer")
+        layer = prepared.layer
         if layer is None or any(layer is k for k in res.kept):
             layer = B.labels_layer(data, kwargs)
         res.layer = layer

@@ -14,7 +14,7 @@ from qtpy.QtWidgets import QComboBox, QHBoxLayout, QPushButton
 from napari_sam3._napari import layer_builder as B
 from napari_sam3._napari import layers as L
 from napari_sam3._napari import prompt_layers as P
-from napari_sam3._qt import click_flow
+from napari_sam3._napari.click_session import prompt_layers
 from napari_sam3._qt.image_choice import fill_combo, layers_of, watch_layer_list
 from napari_sam3._qt.worker import Job, notify_error
 from napari_sam3.core.errors import Sam3Error
@@ -56,7 +56,7 @@ def start_exemplar_transfer(tab, target=None) -> Job | None:
             raise Sam3Error("Choose the image to use the exemplars on.")
         ref = tab.current_ref(image)
         target_ref = tab.current_ref(target)
-        _, box_layer = click_flow.prompt_layers(tab, image)
+        _, box_layer = prompt_layers(tab.viewer, image)
         boxes = np.zeros((0, 4), np.float32)
         box_labels = np.zeros(0, np.int64)
         if box_layer is not None:
@@ -93,7 +93,7 @@ def start_exemplar_transfer(tab, target=None) -> Job | None:
 
     def done(out) -> None:
         raw, layer = out
-        if not tab._image_still_valid(target, target_ref):
+        if not tab.session.image_still_valid(target, target_ref):
             return
         tab.adder.add(layer)
         tab.set_status(f"{len(layer.features)} objects like the exemplars in '{layer.name}'.")

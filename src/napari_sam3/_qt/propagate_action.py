@@ -15,8 +15,8 @@ from qtpy.QtWidgets import QHBoxLayout, QPushButton
 from napari_sam3._napari import layer_builder as B
 from napari_sam3._napari import layers as L
 from napari_sam3._napari import propagation as PR
-from napari_sam3._qt import click_flow
-from napari_sam3._qt.track_action import can_track, stack_ref
+from napari_sam3._napari.click_session import prompt_layers
+from napari_sam3._napari.track_result import can_track, stack_ref
 from napari_sam3._qt.worker import Job, notify_error, notify_info
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.progress import Progress
@@ -45,9 +45,9 @@ def start_new_object(tab) -> int | None:
     image = tab.image_layer()
     if image is None:
         return None
-    clicks, boxes = click_flow.prompt_layers(tab, image)
+    clicks, boxes = prompt_layers(tab.viewer, image)
     if clicks is None and boxes is None:
-        clicks, boxes = click_flow.add_prompt_layers(tab)
+        clicks, boxes = tab.add_prompt_layers()
     obj = PR.new_object(clicks, boxes)
     notify_info(f"Clicks and boxes now belong to object {obj}.")
     return obj
@@ -62,7 +62,7 @@ def start_propagation(tab) -> Job | None:
         ref = tab.current_ref(image)
         if not can_track(image):
             raise Sam3Error("Propagating needs a z or t stack; use the clicks on a single plane.")
-        clicks, boxes = click_flow.prompt_layers(tab, image)
+        clicks, boxes = prompt_layers(tab.viewer, image)
         n_slices = int(image.data.shape[len(ref.index) - 1])
         prompts = PR.object_prompts(clicks, boxes, ref, n_slices)
     except Sam3Error as exc:
@@ -93,7 +93,7 @@ def start_propagation(tab) -> Job | None:
 
     def done(out) -> None:
         result, layer = out
-        if not tab._image_still_valid(image, ref):
+        if not tab.session.image_still_valid(image, ref):
             return
         tab.adder.add(layer)
         tab.set_status(

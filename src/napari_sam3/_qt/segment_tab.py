@@ -1,10 +1,9 @@
 """The "Segment" tab: text / exemplar / click / box prompts on the current plane -> Labels layers.
 
-Only the widgets and their wiring live here; each flow has its own module taking the tab: the text /
-exemplar run and its re-filter in `_text_flow`, the click / box-prompt candidates in `_click_flow`,
-tracking in `_track_action`. Everything a run needs is captured when it starts (image layer object,
-plane index, geometry), so a result lands where the user asked even if the view moved, and is
-dropped with a notification if the image was removed.
+Only the widgets and their wiring live here: the tab reads its controls into plain values and calls
+`_napari.segment_session.SegmentSession` (text / exemplar runs, re-filter, tracking) and its
+`ClickSession` (clicks, candidates, preview, commit), which hold the run state. Qt-only parts stay
+here: the debounce timers, the key bindings' and prompt layers' wiring, labels and combos.
 """
 
 from __future__ import annotations
@@ -26,22 +25,18 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from napari_sam3._napari import layer_builder as B
 from napari_sam3._napari import layers as L
 from napari_sam3._napari import prompt_layers as P
+from napari_sam3._napari import track_result as T
+from napari_sam3._napari.click_session import NEW_TARGET, NO_CANDIDATE, ClickResult
+from napari_sam3._napari.plane_run import PlaneRun
+from napari_sam3._napari.segment_session import SegmentSession
 from napari_sam3._napari.text_result import TextResult
-from napari_sam3._qt import (
-    click_flow,
-    exemplar_transfer_action,
-    propagate_action,
-    review_panel,
-    text_flow,
-)
-from napari_sam3._qt import track_action as T
-from napari_sam3._qt.click_flow import NEW_TARGET, ClickResult
+from napari_sam3._qt import exemplar_transfer_action, propagate_action, review_panel
 from napari_sam3._qt.image_choice import fill_combo, layers_of
 from napari_sam3._qt.tab_base import PlaneTab
-from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, next_turn, notify_info
+from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, next_turn, notify_error
+from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.images import Preprocessing
 from napari_sam3.core.results.candidates import Candidates
 from napari_sam3.core.results.refine import REFINEMENT_LEVELS, REFINEMENT_TOOLTIP, filter_candidates
@@ -64,24 +59,40 @@ class SegmentTab(PlaneTab):
         super().__init__(viewer, holder, runner, model_settings, parent)
         # Re-filtering never touches the model, so it has its own runner and never waits for one.
         self.post_runner = JobRunner(show_progress=False)
-        self.adder = B.LayerAdder(
-            viewer, next_turn
-        )  # result layers: one napari layer add per event-loop turn
+        self.session = SegmentSession(viewer, holder, self.submit, self._submit_quick, next_turn)
+        self.clicks = self.session.clicks
+        self.adder = self.session.adder
         self._refilter_timer = QTimer(self)
         self._refilter_timer.setSingleShot(True)
         self._refilter_timer.setInterval(60)
         self._refilter_timer.timeout.connect(self.apply_filters)
-        self.last_text: TextResult | None = None
-        self.last_clicks: ClickResult | None = None
-        self.preview_layer = None
         self._click_timer = QTimer(self)
         self._click_timer.setSingleShot(True)
         self._click_timer.setInterval(40)
         self._click_timer.timeout.connect(self.run_clicks)
         self._wired = weakref.WeakSet()  # prompt/candidate layers whose keys call this tab
         self._build()
+        self.clicks.refinement = self.refine_combo.currentText()
+        self.session.events.status.connect(self._on_session_status)
+        self.session.events.result.connect(self._on_session_result)
+        self.clicks.events.candidate.connect(self._on_candidate_text)
+        self.clicks.events.preview.connect(self._on_preview_created)
+        self.clicks.events.target.connect(self._on_target_chosen)
         self.watch_viewer()
         self.image_combo.currentIndexChanged.connect(self._update_track_button)
+
+    # ------------------------------------------------------------------ run state (read-only views)
+    @property
+    def last_text(self) -> TextResult | None:
+        return self.session.last_text
+
+    @property
+    def last_clicks(self) -> ClickResult | None:
+        return self.clicks.last_clicks
+
+    @property
+    def preview_layer(self):
+        return self.clicks.preview_layer
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -165,7 +176,7 @@ class SegmentTab(PlaneTab):
 
         clicks = QGroupBox("Clicks and box prompt")
         cform = QFormLayout(clicks)
-        self.candidate_label = QLabel("No candidate yet: click on the clicks layer.")
+        self.candidate_label = QLabel(NO_CANDIDATE)
         cform.addRow(self.candidate_label)
         crow = QHBoxLayout()
         self.next_btn = QPushButton("Next candidate (C)")
@@ -201,7 +212,7 @@ class SegmentTab(PlaneTab):
         self._click_timer.stop()
         self._refilter_timer.stop()
         self.post_runner.close()
-        self.adder.close()
+        self.session.close()
 
     @property
     def idle(self) -> bool:
@@ -227,53 +238,111 @@ class SegmentTab(PlaneTab):
     def _update_track_button(self, *args) -> None:
         self.track_btn.setEnabled(T.can_track(self.image_layer()))
 
-    def run_track(self) -> Job | None:
-        """Track the typed concepts through the stack's slices (see `_track_action`)."""
-        return T.start_tracking(self)
-
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(channel=self.images.channel())
 
+    def _plane_run(self, image, ref: L.PlaneRef) -> PlaneRun:
+        return PlaneRun(image, ref, self.preprocessing(), self.model_settings())
+
+    def _submit_quick(self, make, desc: str, group: str, on_result, status=None) -> Job:
+        """Re-filters: on their own runner, so they never wait behind a model run."""
+        job = Job(make=make, desc=desc, group=group, on_result=on_result, on_error=self._on_error)
+        return self.post_runner.submit(job, replace_running=True)
+
+    # ------------------------------------------------------------------ session -> widgets
+    def _on_session_status(self, event) -> None:
+        self.set_status(event.value)
+
+    def _on_session_result(self, event) -> None:
+        self.show_driven_layer()
+        if event.from_model and event.value.settings != self.filter_settings():
+            self._refilter_timer.start()  # a control moved during the run
+
+    def _on_candidate_text(self, event) -> None:
+        self.candidate_label.setText(event.value)
+
+    def _on_preview_created(self, event) -> None:
+        P.bind_prompt_keys(event.value, None, self.next_candidate, self.commit)
+        self._wired.add(event.value)
+
+    def _on_target_chosen(self, event) -> None:
+        self.refresh_layer_choices()
+        self.target_combo.setCurrentText(event.value.name)
+
+    # ------------------------------------------------------------------ tracking
+    def run_track(self) -> Job | None:
+        """Track the typed concepts through the stack's slices (see `_napari.track_result`)."""
+        image = self.image_layer()
+        ref = self.ref_or_notify(image)
+        if ref is None:
+            return None
+        min_score = self.threshold_slider.value() / 100.0
+        try:
+            return self.session.run_track(
+                self._plane_run(image, ref), self.concepts_edit.text(), min_score
+            )
+        except Sam3Error as exc:  # not a stack, or no usable concept: say what to do
+            notify_error(exc)
+            return None
+
     # ------------------------------------------------------------------ prompt layers
     def add_prompt_layers(self):
-        """Clicks and boxes layers for the chosen image (see `_click_flow`)."""
-        return click_flow.add_prompt_layers(self)
+        """Clicks and boxes layers for the chosen image, with this tab's keys bound."""
+        image = self.image_layer()
+        ref = self.ref_or_notify(image)
+        if ref is None:
+            return None, None
+        clicks, boxes = self.clicks.add_prompt_layers(image, ref)
+        for layer in (clicks, boxes):
+            if layer not in self._wired:
+                P.bind_prompt_keys(layer, self._on_sign_toggled, self.next_candidate, self.commit)
+                layer.events.data.connect(self._on_prompt_data)
+                self._watched.append((layer.events.data, self._on_prompt_data))
+                self._wired.add(layer)
+        self.viewer.layers.selection.active = clicks
+        return clicks, boxes
 
     def toggle_sign(self) -> None:
-        click_flow.toggle_sign(self)
+        sign = self.clicks.toggle_sign(self.image_layer())
+        if sign is not None:
+            self._on_sign_toggled(sign)
 
     def _on_sign_toggled(self, sign: str) -> None:
         self.sign_btn.setText(f"Sign: {sign} (N)")
 
     def _on_prompt_data(self, event=None) -> None:
         # A method (not a lambda) so the prompt layer's data signal holds the tab only weakly.
-        click_flow.on_prompt_data(self, event)
+        action = str(getattr(event, "action", "changed"))
+        if action.endswith(("adding", "removing", "changing")):
+            return
+        source = getattr(event, "source", None)
+        role = (source.metadata.get(P.ROLE_KEY) or {}).get("role") if source is not None else None
+        if role == "boxes" and self.box_mode_combo.currentIndex() == 0:
+            return  # exemplar boxes wait for Run
+        self._click_timer.start()  # debounced: one run once the clicking pauses
 
     # ------------------------------------------------------------------ text / exemplar runs
     def run_text(self) -> Job | None:
-        """Run concepts (and exemplar boxes) on the current plane (see `_text_flow`)."""
-        return text_flow.run_text(self)
-
-    def _image_still_valid(self, image, ref: L.PlaneRef) -> bool:
-        """Whether a finished run's image is still in the viewer with the shape it ran on."""
-        if image not in self.viewer.layers:
-            notify_info(f"The image '{ref.layer_name}' was removed during the run; result dropped.")
-            return False
+        """Run concepts (and exemplar boxes) on the current plane; a new Labels layer results."""
+        image = self.image_layer()
+        ref = self.ref_or_notify(image)
+        if ref is None:
+            return None
+        exemplars = self.box_mode_combo.currentIndex() == 0
         try:
-            shape = tuple(L._level0(image.data).shape)
-        except Exception:  # noqa: BLE001
-            return False
-        shape = shape[:-1] if image.rgb else shape
-        if shape[-2:] != tuple(ref.shape) or len(shape) != ref.ndim:
-            notify_info(
-                f"The image '{ref.layer_name}' changed shape during the run; result dropped."
+            return self.session.run_text(
+                self._plane_run(image, ref),
+                self.concepts_edit.text(),
+                exemplars,
+                self.filter_settings(),
             )
-            return False
-        return True
+        except Sam3Error as exc:  # e.g. digits only, or nothing to run: say what SAM3 needs
+            notify_error(exc)
+            return None
 
-    def filter_settings(self) -> tuple:
-        """(threshold, min_area, refinement, show_hidden) as the controls say now."""
-        return (
+    def filter_settings(self) -> L.FilterSettings:
+        """Threshold, min area, refinement and the hidden-objects layer as the controls say now."""
+        return L.FilterSettings(
             self.threshold_slider.value() / 100.0,
             self.min_area_spin.value(),
             self.refine_combo.currentText(),
@@ -282,44 +351,52 @@ class SegmentTab(PlaneTab):
 
     def filtered(self, cands: Candidates) -> Candidates:
         """Threshold -> refinement -> min area, all without a model call."""
-        thr, min_area, refinement, _ = self.filter_settings()
-        return filter_candidates(cands, thr, min_area, refinement)
+        s = self.filter_settings()
+        return filter_candidates(cands, s.threshold, s.min_area, s.refinement)
 
     def apply_filters(self) -> Job | None:
-        """Re-filter the last text result without a model call (see `_text_flow`)."""
-        return text_flow.apply_filters(self)
+        """Re-filter the last text result without a model call (see `SegmentSession.refilter`)."""
+        return self.session.refilter(self.filter_settings())
 
     def show_driven_layer(self) -> None:
         """Say which layer the re-filter controls drive (the last result's)."""
-        res = self.last_text
-        name = res.layer.name if res is not None and res.layer is not None else None
-        text = f"Controls drive: '{name}'" if name else "Controls drive: no result yet."
-        kept = [ly.name for ly in (res.kept if res is not None else []) if ly in self.viewer.layers]
-        if kept:
-            text += "\nKept as you edited them: " + ", ".join(f"'{k}'" for k in kept)
-        self.driven_label.setText(text)
+        self.driven_label.setText(self.session.driven_text())
 
     def _on_filter_changed(self, *args) -> None:
         self.threshold_label.setText(f"{self.threshold_slider.value() / 100:.2f}")
+        self.clicks.refinement = self.refine_combo.currentText()
         self._refilter_timer.start()  # debounced: a slider drag re-filters once it pauses
-        if self.last_clicks is not None:
-            click_flow.show_candidate(self)
+        if self.clicks.last_clicks is not None:
+            self.clicks.show_candidate()
 
     # ------------------------------------------------------------------ clicks / box prompt
     def run_clicks(self) -> Job | None:
         """Run the tracker head on the clicks (and a box prompt) of the current plane."""
-        return click_flow.run_clicks(self)
+        image = self.image_layer()
+        if image is None:
+            return None
+        ref = self.ref_or_notify(image)
+        if ref is None:
+            return None
+        run = self._plane_run(image, ref)
+        box_prompt = self.box_mode_combo.currentIndex() == 1
+        return self.clicks.run_clicks(image, ref, box_prompt, run.preprocessing, run.model)
 
     def _candidate_mask(self):
-        return click_flow.candidate_mask(self)
+        return self.clicks.candidate_mask()
 
     def next_candidate(self) -> None:
-        click_flow.next_candidate(self)
+        self.clicks.next_candidate()
 
     def target_layer(self, ref: L.PlaneRef, image):
         """The Labels layer commits go into; creates 'SAM3 annotations' (image-sized) if asked."""
-        return click_flow.target_layer(self, ref, image)
+        return self.clicks.target_layer(self.target_combo.currentText(), ref, image)
 
     def commit(self) -> int:
         """Write the shown candidate as a new id into the target layer (undo: Ctrl+Z there)."""
-        return click_flow.commit(self)
+        clear_boxes = self.box_mode_combo.currentIndex() == 1
+        had_candidate = self.clicks.last_clicks is not None
+        new_id = self.clicks.commit(self.target_combo.currentText(), clear_boxes)
+        if had_candidate and self.clicks.last_clicks is None:
+            self._click_timer.stop()  # the cleared prompt layers must not start a run
+        return new_id

@@ -7,7 +7,8 @@ a generator runs in a napari ``GeneratorWorker`` (a thread): every yield updates
 `JobRunner` keeps at most one job running. Submitting while one runs cancels it and queues the new
 one (latest wins), so the engine is never driven from two threads at once and a stale result is never
 delivered. Setting ``NAPARI_SAM3_SYNC=1`` runs jobs synchronously on the calling thread (debugging,
-the stardist-napari pattern).
+the stardist-napari pattern). The sessions in `_napari` take the runner's submit as a plain
+callable; `EngineHolder` and the notification helpers live there (Qt-free) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -18,8 +19,21 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from napari_sam3.core.errors import Cancelled, Sam3Error
+from napari_sam3._napari.engine_holder import EngineHolder
+from napari_sam3._napari.notify import error_message, notify_error, notify_info, notify_warning
+from napari_sam3.core.errors import Cancelled
 from napari_sam3.core.progress import Progress
+
+__all__ = [
+    "EngineHolder",
+    "Job",
+    "JobRunner",
+    "error_message",
+    "next_turn",
+    "notify_error",
+    "notify_info",
+    "notify_warning",
+]
 
 
 def _sync_mode() -> bool:
@@ -217,62 +231,6 @@ def _drive(make: Callable[[], Generator[Progress, None, Any]]):
     """The worker's generator: builds the core generator in the worker thread and relays it."""
     result = yield from make()
     return result
-
-
-def error_message(exc: BaseException) -> str:
-    """What the user reads: a `Sam3Error` says the fix itself; anything else gets its type named."""
-    if isinstance(exc, Sam3Error):
-        return str(exc)
-    return f"SAM3 failed with {type(exc).__name__}: {exc}"
-
-
-def notify_error(exc: BaseException) -> None:
-    """Show ``exc`` as a napari error notification (its `error_message`)."""
-    from napari.utils.notifications import show_error
-
-    show_error(error_message(exc))
-
-
-def notify_info(message: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(message)
-
-
-def notify_warning(message: str) -> None:
-    from napari.utils.notifications import show_warning
-
-    show_warning(message)
-
-
-class EngineHolder:
-    """The loaded engine shared by the widget's tabs; loads lazily inside a worker.
-
-    ``loader`` (default ``Sam3Engine.load``) is called as ``loader(source=..., device=...)``.
-    """
-
-    def __init__(self, loader: Callable[..., Any] | None = None) -> None:
-        self._loader = loader
-        self.engine: Any = None
-        self.key: tuple[str, str] | None = None
-
-    def is_loaded(self, source: str, device: str) -> bool:
-        return self.engine is not None and self.key == (source, device)
-
-    def iter_engine(self, source: str, device: str):
-        """Generator (for a worker): yields a progress report while loading, returns the engine."""
-        if self.is_loaded(source, device):
-            return self.engine
-        yield Progress(f"Loading SAM3 model {source!r} on {device} (first run only)...")
-        loader = self._loader
-        if loader is None:
-            from napari_sam3.core.sam3.engine import Sam3Engine
-
-            loader = Sam3Engine.load
-        engine = loader(source=source or None, device=device)
-        self.engine, self.key = engine, (source, device)
-        yield Progress(f"Model loaded on {getattr(engine, 'device', device)}.")
-        return engine
 
 
 def next_turn(step: Callable[[], None]) -> None:

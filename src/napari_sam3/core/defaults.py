@@ -10,7 +10,10 @@ MODEL_ENV = "NAPARI_SAM3_MODEL"  # hub id or local folder; the widget's and the 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
-SCORE_THRESHOLD = 0.5  # minimum SAM3 score kept by segment, count and track (widget and CLI)
+SCORE_THRESHOLD = 0.5  # minimum SAM3 score kept by segment and track (widget and CLI)
+# SAM3 counting keeps less certain objects: its scores run low on microscopy, and a count is checked
+# against the classical one rather than object by object (widget and CLI alike).
+COUNT_SCORE_THRESHOLD = 0.3
 MASK_THRESHOLD = 0.5  # mask-logit probability that makes a pixel part of an object
 
 # Smallest tile side SAM3 counting accepts: below it a tile holds too little context for SAM3

@@ -24,7 +24,7 @@ from napari_sam3.core.classical.diameter import estimate_stack_diameter
 from napari_sam3.core.classical.intensity import to_intensity
 from napari_sam3.core.classical.pipeline import iter_segment_classical
 from napari_sam3.core.counting.sam3_tiled import filter_sam3_labels, iter_count_sam3
-from napari_sam3.core.defaults import SCORE_THRESHOLD
+from napari_sam3.core.defaults import COUNT_SCORE_THRESHOLD
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.progress import Progress, ProgressGen, run_to_end
 from napari_sam3.core.results.measure import count_distinct, measure_labels
@@ -103,7 +103,7 @@ def iter_count(
     min_size: float | None = None,
     max_size: float | None = None,
     exclude_border: bool = False,
-    min_score: float = SCORE_THRESHOLD,
+    min_score: float = COUNT_SCORE_THRESHOLD,
     mask_threshold: float = 0.5,
     tile: int | str | None = "auto",
     target_px: float = 40.0,

@@ -1,0 +1,59 @@
+"""The Count session without Qt: a napari ViewerModel, the classical counter, jobs driven inline."""
+
+import numpy as np
+import pandas as pd
+from napari.components import ViewerModel
+
+from napari_sam3._napari import layers as L
+from napari_sam3._napari.count_session import CountRequest, CountSession
+from napari_sam3._napari.engine_holder import EngineHolder
+from napari_sam3._napari.plane_run import PlaneRun
+from napari_sam3.core.counting.count import count_objects
+from napari_sam3.core.images import Preprocessing
+from napari_sam3.core.synthetic import synthetic_nuclei
+
+
+def _inline(make, desc, group, on_result, status=None):
+    gen = make()
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        on_result(stop.value)
+
+
+def _session(image, **kwargs):
+    viewer = ViewerModel()
+    layer = viewer.add_image(image, name="nuclei", **kwargs)
+    session = CountSession(viewer, EngineHolder(), _inline, lambda step: step())
+    ref = L.plane_ref(layer, viewer.dims.point, viewer.dims.displayed, 2)
+    return session, PlaneRun(layer, ref, Preprocessing(), ("unused", "cpu"))
+
+
+def test_plane_count_layers_summary_and_csv(tmp_path):
+    image, _ = synthetic_nuclei((128, 128), seed=3)
+    session, run = _session(image, scale=(0.5, 0.5))
+    seen = []
+    session.events.result.connect(lambda e: seen.append(e.lines))
+    session.run_count(run, CountRequest(diameter=18))
+    expected = count_objects(image, diameter=18, scale=(0.5, 0.5))
+    out = session.last
+    assert out.count == expected.count > 0 and out.result.count == expected.count
+    assert out.labels_layer in session.viewer.layers and out.points_layer in session.viewer.layers
+    assert out.labels_layer.name == "nuclei count (classical)"
+    assert len(out.points_layer.data) == len(out.labels_layer.features) == expected.count
+    assert seen[-1][0] == f"Total: {expected.count} objects" and "index" not in out.view
+    table = pd.read_csv(session.write_csv(tmp_path / "counts.csv"))
+    assert len(table) == expected.count and "area_physical" in table
+
+
+def test_all_slices_offsets_ids_and_a_removed_image_drops_nothing_in():
+    planes = [synthetic_nuclei((96, 96), seed=k)[0] for k in range(2)]
+    session, run = _session(np.stack(planes))
+    session.run_count(run, CountRequest(all_slices=True))
+    out = session.last
+    assert out.slice_counts == [count_objects(p).count for p in planes]
+    assert out.labels.shape == (2, 96, 96) and out.table["index"].is_unique
+    session.viewer.layers.remove(run.image)
+    session.run_count(run, CountRequest())
+    assert session.last is out  # the new count found no image: dropped, the last one kept

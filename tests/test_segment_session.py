@@ -1,0 +1,137 @@
+"""The Segment session without Qt: a napari ViewerModel, the tiny checkpoint and a synchronous runner.
+
+`SegmentSession` / `ClickSession` hold the run state the Qt tab only wires; here they run the real
+engine with jobs driven inline, so what a text run, a re-filter, clicks and a commit leave behind is
+checked with no widget and no event loop.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from napari.components import ViewerModel
+
+from napari_sam3._napari import layers as L
+from napari_sam3._napari.click_session import NEW_TARGET
+from napari_sam3._napari.engine_holder import EngineHolder
+from napari_sam3._napari.plane_run import PlaneRun
+from napari_sam3._napari.segment_session import SegmentSession
+from napari_sam3.core.errors import Sam3Error
+from napari_sam3.core.images import Preprocessing
+
+
+def _image(shape=(64, 80)):
+    rng = np.random.default_rng(0)
+    img = rng.normal(40, 8, shape)
+    yy, xx = np.mgrid[: shape[-2], : shape[-1]]
+    for cy, cx in [(16, 20), (40, 55), (30, 30)]:
+        img[..., (yy - cy) ** 2 + (xx - cx) ** 2 < 60] += 120
+    return img.clip(0, 255).astype(np.uint8)
+
+
+class Inline:
+    """A runner that drives each job's generator to its end at once; ``hold`` defers the jobs."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.waiting: list = []
+        self.descs: list[str] = []
+
+    def __call__(self, make, desc, group, on_result, status=None):
+        self.descs.append(desc)
+        self.waiting.append((make, on_result))
+        if not self.hold:
+            self.run_waiting()
+        return desc
+
+    def run_waiting(self) -> None:
+        while self.waiting:
+            make, on_result = self.waiting.pop(0)
+            gen = make()
+            try:
+                while True:
+                    next(gen)
+            except StopIteration as stop:
+                on_result(stop.value)
+
+
+@pytest.fixture
+def session(engine):
+    viewer = ViewerModel()
+    image = viewer.add_image(_image(), name="cells", scale=(0.5, 0.25))
+    runner = Inline()
+    holder = EngineHolder(loader=lambda source, device: engine)
+    session = SegmentSession(viewer, holder, runner, runner, lambda step: step())
+    said = []
+    session.events.status.connect(lambda e: said.append(e.value))
+    ref = L.plane_ref(image, viewer.dims.point, viewer.dims.displayed, 2)
+    run = PlaneRun(image, ref, Preprocessing(), ("tiny", "cpu"))
+    return session, run, runner, said
+
+
+def test_text_run_then_refilter_drive_one_layer(session, engine):
+    session, run, runner, said = session
+    low = L.FilterSettings(threshold=0.1)
+    session.run_text(run, "nucleus", True, low)
+    res = session.last_text
+    expected = engine.segment_text(run.image.data, "nucleus").filter(0.1)
+    assert res is not None and res.layer in session.viewer.layers
+    assert res.layer.name == "nucleus · cells" and len(res.layer.features) == len(expected) > 0
+    np.testing.assert_allclose(res.layer.scale, (0.5, 0.25))
+    assert said[-1].startswith(f"{len(expected)} objects ({len(res.raw)} candidates")
+    assert "'nucleus · cells'" in session.driven_text()
+    before = dict(engine.stats)
+    session.refilter(L.FilterSettings(threshold=0.99))
+    assert session.last_text.layer is res.layer and len(res.layer.features) == 0
+    assert engine.stats == before and runner.descs[-1] == "SAM3: re-filter"
+
+
+def test_clicks_candidates_cycle_and_commit_into_annotations(session):
+    session, run, _, said = session
+    clicks_session = session.clicks
+    texts = []
+    clicks_session.events.candidate.connect(lambda e: texts.append(e.value))
+    clicks, _ = clicks_session.add_prompt_layers(run.image, run.ref)
+    assert clicks_session.preview_layer in session.viewer.layers
+    clicks.add([16, 20])
+    clicks_session.run_clicks(run.image, run.ref, False, run.preprocessing, run.model)
+    res = clicks_session.last_clicks
+    assert len(res.cands) == 3 and texts[-1].startswith(f"Candidate {res.index + 1}/3")
+    first = res.index
+    clicks_session.next_candidate()
+    assert res.index == (first + 1) % 3
+    mask = clicks_session.candidate_mask()
+    assert clicks_session.commit(NEW_TARGET, clear_boxes=False) == 1
+    target = session.viewer.layers["cells annotations"]
+    assert (np.asarray(target.data) == 1).sum() == mask.sum() > 0
+    assert len(clicks.data) == 0 and clicks_session.last_clicks is None
+    assert said[-1].startswith("Committed as label 1 in 'cells annotations'")
+    assert clicks_session.commit(NEW_TARGET, clear_boxes=False) == 0  # nothing shown any more
+
+
+def test_bad_requests_raise_what_to_fix_and_a_removed_image_drops_the_result(session):
+    session, run, runner, _ = session
+    with pytest.raises(Sam3Error, match="Type a concept"):
+        session.run_text(run, "", True, L.FilterSettings())
+    with pytest.raises(Sam3Error, match="z or t stack"):
+        session.run_track(run, "nucleus", 0.1)
+    runner.hold = True
+    session.run_text(run, "nucleus", True, L.FilterSettings(threshold=0.1))
+    session.viewer.layers.remove(run.image)
+    runner.run_waiting()
+    assert session.last_text is None and len(session.viewer.layers) == 0
+
+
+def test_sessions_load_no_qt():
+    """The sessions and a ViewerModel in a fresh process: no Qt binding gets imported."""
+    code = (
+        "import sys\n"
+        "import napari_sam3._napari.segment_session, napari_sam3._napari.count_session\n"
+        "from napari.components import ViewerModel\n"
+        "ViewerModel()\n"
+        "qt = ('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6')\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in qt)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", out.stdout
