@@ -36,6 +36,7 @@ class BatchSettings:
     formats: tuple[str, ...] = ("tiff",)
     overwrite: bool = False
     refine: str = "low"
+    polarity: str = "auto"  # classical count: "auto", "bright" or "dark" (forces the count)
     extra: dict = field(default_factory=dict, compare=False)
 
     def result_fields(self) -> dict:
@@ -49,6 +50,8 @@ class BatchSettings:
         # Negatives recorded as one labelled box list (as the engine takes them); runs without
         # negatives keep the fields (and fingerprint) they had before negatives existed.
         d.pop("negative_exemplars")
+        if self.polarity == "auto":  # runs from before --polarity keep their fingerprint
+            d.pop("polarity")
         if self.negative_exemplars:
             boxes, labels = self.exemplar_boxes()
             d["exemplars"] = boxes
