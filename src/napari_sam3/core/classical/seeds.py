@@ -13,12 +13,13 @@ from scipy import ndimage as ndi
 __all__ = ["SPLIT_MODES", "find_seeds", "seed_surface"]
 
 SPLIT_MODES = ("shape", "intensity", "shape+intensity")
-# All as fractions of the diameter. Seeds at least MIN_DIST apart: the centres of two nuclei
-# that touch are about a diameter apart and even pressed together keep half of one (at 0.2, tuned
-# on synthetic_nuclei, textured real nuclei were cut in pieces: benchmarks/results_real.md).
+# All as fractions of the diameter. Seeds at least MIN_DIST apart, close enough for two
+# overlapping nuclei to get one each; a textured single nucleus that gets two is made whole again
+# by the neck test of `core.classical.split` (no neck in its mask between them), which replaced
+# the fixed half-diameter separation of round 1 (that merged every overlapping pair).
 # Smoothing of the seed surface and of the intensity, and DT_SAT (the distance transform counts
 # up to it; deeper inside, intensity decides) were tuned on synthetic_nuclei.
-MIN_DIST = 0.5
+MIN_DIST = 0.2
 DT_SMOOTH = 0.04
 INT_SMOOTH = 0.03
 DT_SAT = 0.5
