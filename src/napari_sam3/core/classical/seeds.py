@@ -31,8 +31,9 @@ LOG_SIGMA = 0.2
 
 def seed_surface(
     mask: np.ndarray, corr: np.ndarray, d: float, mode: str, blob: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """The surface whose peaks are seeds, and where seeds may lie (away from the mask edge).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The surface whose peaks are seeds, where seeds may lie (away from the mask edge), and the
+    distance transform the shape cue came from (the neck test of `core.classical.split` reuses it).
 
     ``corr`` is the corrected image, ``d`` the diameter at this resolution; ``blob`` adds a -LoG
     term (small, blurred objects).
@@ -41,14 +42,14 @@ def seed_surface(
         dt = ndi.distance_transform_edt(mask).astype(np.float32)
         surf = ndi.gaussian_filter(dt, max(0.5, d * DT_SMOOTH))
         inside = dt > max(0.15 * d, 1.0)
-        return surf, inside
+        return surf, inside, dt
     inside = ndi.binary_erosion(mask, border_value=1)  # == distance > 1 from background
     inten = ndi.gaussian_filter(corr, max(0.7, d * INT_SMOOTH))
     if blob:  # small objects: add the blob (-LoG) response, which peaks once per nucleus
         sg = d * LOG_SIGMA
         inten -= np.float32(sg * sg) * ndi.gaussian_laplace(corr, sg)
     if mode == "intensity":
-        return inten, inside
+        return inten, inside, ndi.distance_transform_edt(mask).astype(np.float32)
     # The distance cue is taken from a stricter mask (above SEED_T of the bright end of the
     # objects), where touching nuclei with dimmer rims already come apart.
     vals = corr[mask]
@@ -62,7 +63,7 @@ def seed_surface(
         * np.clip(inten, 0, None)
     )
     surf = ndi.gaussian_filter(surf, max(0.3, d * DT_SMOOTH))
-    return surf, inside
+    return surf, inside, dt_seed
 
 
 def find_seeds(

@@ -119,14 +119,16 @@ def merge_convex_pairs(
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    pairs = []
+    n = pos.shape[0]
+    keys = []
     for a, b in ((lab[:, :-1], lab[:, 1:]), (lab[:-1], lab[1:])):
         m = (a != b) & (a > 0) & (b > 0)
-        pairs.append(np.stack([np.minimum(a[m], b[m]), np.maximum(a[m], b[m])], 1))
-    pairs = np.unique(np.concatenate(pairs), axis=0)
-    if pairs.size == 0:
+        la, lb = a[m].astype(np.int64), b[m].astype(np.int64)
+        keys.append(np.minimum(la, lb) * n + np.maximum(la, lb))
+    key = np.unique(np.concatenate(keys))
+    if key.size == 0:
         return lab
-    ka, kb = pairs[:, 0], pairs[:, 1]
+    ka, kb = key // n, key % n
     pa, pb = pos[ka], pos[kb]
     near = ((pa - pb) ** 2).sum(1) < dist * dist
     if not near.any():
@@ -141,7 +143,6 @@ def merge_convex_pairs(
     join = dip <= tol
     if not join.any():
         return lab
-    n = pos.shape[0]
     g = coo_matrix((np.ones(join.sum()), (ka[join], kb[join])), shape=(n, n))
     _, comp = connected_components(g, directed=False)
     first = np.full(comp.max() + 1, n, np.int64)
