@@ -633,3 +633,27 @@ def test_sam3_count_tiles_skip_the_tracker_neck(engine, nuclei):
     # a click on a tile-like image encoded without the neck still works (neck on first click)
     cands = engine.segment_points(plane + 1, [[50, 50]], [1])
     assert len(cands) > 0 and engine.encode(plane + 1).tracker is not None
+
+
+def test_basins_merge_only_without_a_neck_between_their_seeds():
+    from scipy import ndimage as ndi
+
+    from napari_sam3.core.classical.watershed import merge_convex_pairs
+
+    yy, xx = np.mgrid[:80, :80]
+
+    def disc(cx):
+        return (yy - 40) ** 2 + (xx - cx) ** 2 <= 15**2
+
+    def halves(mask, cut):  # two basins either side of column ``cut``, seeds 16 px apart
+        lab = np.where(mask, np.where(xx < cut, 1, 2), 0).astype(np.int32)
+        pos = np.array([[0, 0], [40, cut - 8], [40, cut + 8]], float)
+        return lab, ndi.distance_transform_edt(mask).astype(np.float32), pos
+
+    one = merge_convex_pairs(*halves(disc(40), 40), dist=20, tol=1.0)  # convex: no neck
+    assert len(np.unique(one)) - 1 == 1
+    pair = disc(32) | disc(48)  # two nuclei 16 px apart (half a diameter): a neck between
+    lab, dt, pos = halves(pair, 40)
+    assert len(np.unique(merge_convex_pairs(lab, dt, pos, dist=20, tol=1.0))) - 1 == 2
+    lab, dt, pos = halves(disc(40), 40)
+    assert len(np.unique(merge_convex_pairs(lab, dt, pos, dist=10, tol=1.0))) - 1 == 2  # far

@@ -182,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cnt.add_argument("--method", choices=["classical", "sam3"], default="classical")
     cnt.set_defaults(threshold=COUNT_SCORE_THRESHOLD)  # the widget's SAM3 count floor too
+    cnt.add_argument(
+        "--polarity",
+        choices=["auto", "bright", "dark"],
+        default="auto",
+        help="classical: objects brighter or darker than the background; 'auto' (default) "
+        "decides per plane and refuses planes that do not look like fluorescence, 'bright' or "
+        "'dark' forces the count. A multi-plane file without --diameter is counted at ONE "
+        "diameter estimated for the whole file (recorded in manifest.json)",
+    )
     _add_track_parser(sub, run_options)
     gui = sub.add_parser("gui", help="open napari with the SAM3 widget")
     gui.add_argument("--sample", action="store_true", help="also open the offline nuclei sample")
@@ -317,6 +326,7 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
         formats=parse_formats(args.format),
         overwrite=args.overwrite,
         refine=getattr(args, "refine", "low"),
+        polarity=getattr(args, "polarity", "auto"),
     )
 
 

@@ -19,6 +19,7 @@ from napari_sam3._qt.image_choice import fill_combo, layers_of, watch_layer_list
 from napari_sam3._qt.worker import Job, notify_error
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.progress import Progress
+from napari_sam3.core.prompts import concepts_typed
 from napari_sam3.core.results.review import with_status
 
 
@@ -68,7 +69,11 @@ def start_exemplar_transfer(tab, target=None) -> Job | None:
     except Sam3Error as exc:
         notify_error(exc)
         return None
-    concepts = [c.strip() for c in tab.concepts_edit.text().split(",") if c.strip()]
+    try:
+        concepts = concepts_typed(tab.concepts_edit.text())
+    except Sam3Error as exc:
+        notify_error(exc)
+        return None
     text = ", ".join(concepts) or None
     data, target_data = image.data, target.data
     pre, holder = tab.preprocessing(), tab.holder
@@ -86,10 +91,10 @@ def start_exemplar_transfer(tab, target=None) -> Job | None:
             L.read_plane(target_data, target_ref), prompt, preprocessing=pre, rgb=target_ref.rgb
         )
         yield Progress(f"Building the label image ({len(raw)} candidates)...")
-        prepared = L.prepare_result(raw, target_ref, prompt_text, *settings)
-        kwargs = dict(prepared["kwargs"])
+        prepared = L.prepare_filtered(raw, target_ref, prompt_text, settings)
+        kwargs = dict(prepared.kwargs)
         kwargs["features"] = with_status(kwargs["features"])
-        return raw, B.labels_layer(prepared["data"], kwargs)
+        return raw, B.labels_layer(prepared.data, kwargs)
 
     def done(out) -> None:
         raw, layer = out

@@ -24,6 +24,9 @@ from napari_sam3.io.pairs import pair_entry, update_pairs_manifest
 from napari_sam3.io.tables import write_table_csv
 
 ENTRY_KEYS = ("stem", "source", "slice", "status", "count", "error")
+# classical count only (left out when absent): the diameter each plane was counted at, where it
+# came from (given / file: one per multi-plane file / plane) and the count's warnings
+COUNT_KEYS = ("diameter", "diameter_source", "polarity", "warnings")
 TRACK_KEYS = ("stem", "source", "slice", "status", "frames", "tracks", "error")
 
 
@@ -67,8 +70,12 @@ def done_records(out: Path) -> dict[str, dict]:
     return found
 
 
-def _entries(report: BatchReport, keys: tuple[str, ...]) -> list[dict]:
-    return [{k: r.get(k) for k in keys} for r in report.results]
+def _entries(report: BatchReport, keys: tuple[str, ...], optional=()) -> list[dict]:
+    def entry(r) -> dict:
+        extra = {k: r.get(k) for k in optional if r.get(k) is not None}
+        return {**{k: r.get(k) for k in keys}, **extra}
+
+    return [entry(r) for r in report.results]
 
 
 def write_manifest(out, cmd, report, argv, settings: dict, entries, key, summary_key, extra=()):
@@ -99,7 +106,8 @@ def write_manifest(out, cmd, report, argv, settings: dict, entries, key, summary
 def assemble_planes(out: Path, cmd, report: BatchReport, argv, settings: dict) -> None:
     """``counts.csv``, ``coco.json``, ``pairs/manifest.json`` and ``manifest.json``."""
     entries = merge_entries(
-        previous_entries(out, cmd.manifest, cmd.tool, "images"), _entries(report, ENTRY_KEYS)
+        previous_entries(out, cmd.manifest, cmd.tool, "images"),
+        _entries(report, ENTRY_KEYS, COUNT_KEYS),
     )
     recs = done_records(out)
     open_run_files(out, cmd)

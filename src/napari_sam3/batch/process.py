@@ -59,18 +59,24 @@ class PlaneCommand(Command):
         return plane_stems(job.path, job.base)
 
     def items(self, job: FileJob, out: Path) -> Iterator[Item]:
-        for plane in iter_planes(job.path, base=job.base):
+        planes = list(iter_planes(job.path, base=job.base))  # views of the one array read
+        scale = FileDiameter(planes, self.settings)
+        for plane in planes:
             paths = output_paths(out, plane.stem, self.settings.formats)
-            yield Item(plane.stem, Path(plane.source), plane.slice_label, plane.stem, paths, plane)
+            data = (plane, scale)
+            yield Item(plane.stem, Path(plane.source), plane.slice_label, plane.stem, paths, data)
 
     def prepare(self) -> None:
         if self.settings.method == "sam3":
             get_engine(self.settings)
 
     def produce(self, item: Item, out: Path, on_progress) -> tuple[dict, dict]:
-        settings, plane = self.settings, item.data
-        run = _count if settings.command == "count" else _segment
-        labels, table, cands = run(plane, settings, on_progress)
+        settings, (plane, file_diameter) = self.settings, item.data
+        info: dict = {}
+        if settings.command == "count":
+            labels, table, cands = _count(plane, settings, on_progress, file_diameter, info)
+        else:
+            labels, table, cands = _segment(plane, settings, on_progress)
         # our own partial files (started record) are replaced; others were refused before
         export_plane(
             out,
@@ -99,10 +105,18 @@ class PlaneCommand(Command):
             exemplar_labels=ex_labels if settings.negative_exemplars else None,
             threshold=settings.threshold if settings.method == "sam3" else None,
             mask_threshold=settings.mask_threshold if settings.method == "sam3" else None,
-            diameter=settings.diameter,
+            diameter=info.get("diameter", settings.diameter),
+            diameter_source=info.get("diameter_source"),
+            polarity=settings.polarity if settings.method == "classical" else None,
+            warnings=info.get("warnings") or None,
             refine=settings.refine if settings.command == "segment" else None,
         )
-        return {"count": count}, prov
+        values = {"count": count}
+        if settings.method == "classical":
+            keys = ("diameter", "diameter_source", "warnings")
+            values.update({k: info[k] for k in keys if info.get(k) is not None})
+            values["polarity"] = settings.polarity
+        return values, prov
 
     def assemble(self, out: Path, report: BatchReport, argv: list[str] | None) -> None:
         settings = self.settings
@@ -189,28 +203,87 @@ def _segment(plane, settings: BatchSettings, on_progress=None):
     return None, None, filter_candidates(cands, settings.threshold, refinement=settings.refine)
 
 
-def _count(plane, settings: BatchSettings, on_progress=None):
-    """Count one plane with `core.counting`; returns ``(labels, table, None)``."""
+class FileDiameter:
+    """ONE classical diameter for all planes of a multi-plane file (a z/t stack is one object of
+    study: its planes share optics and sample), estimated when first needed
+    (`core.counting.stack_count_options`), so a rerun that skips every plane estimates nothing.
+    None for a given --diameter, sam3, a single plane, or a stack with nothing to measure (each
+    plane then estimates its own)."""
+
+    def __init__(self, planes, settings: BatchSettings):
+        self._planes, self._settings = planes, settings
+        self._done, self.diameter = False, None
+
+    def get(self) -> float | None:
+        s = self._settings
+        if self._done or s.method != "classical" or s.diameter is not None:
+            return self.diameter if self._done else None
+        self._done = True
+        if len(self._planes) > 1:
+            from napari_sam3.core.counting.count import stack_count_options
+
+            lazy = _PlaneData(self._planes)
+            opts = stack_count_options(lazy, polarity=s.polarity, rgb=self._planes[0].rgb)
+            self.diameter = opts.get("diameter")
+        self._planes = None  # the planes are the loop's from here on
+        return self.diameter
+
+
+class _PlaneData:
+    """``len`` and indexing over the planes' arrays (what `estimate_stack_diameter` takes)."""
+
+    def __init__(self, planes):
+        self._planes = planes
+
+    def __len__(self) -> int:
+        return len(self._planes)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self._planes[i].data
+
+
+def _count(plane, settings: BatchSettings, on_progress=None, file_diameter=None, info=None):
+    """Count one plane with `core.counting`; returns ``(labels, table, None)``.
+
+    ``info`` (a dict) receives the diameter used, where it came from and the count's warnings.
+    """
+    info = {} if info is None else info
     if settings.method == "sam3":
         tile = "auto" if settings.tile is None else tile_option(settings.tile)
         return _count_sam3(plane, settings, get_engine(settings), tile, on_progress)
     from napari_sam3.core.counting.count import iter_count
     from napari_sam3.core.counting.large_plane import is_large_plane, iter_count_large_plane
 
+    diameter, source = settings.diameter, "given"
+    if diameter is None:
+        diameter = file_diameter.get() if file_diameter is not None else None
+        source = "file" if diameter is not None else "plane"
+    info["diameter_source"] = source
     if is_large_plane(plane.data, plane.rgb):  # bounded by the tile, not the plane
         gen = iter_count_large_plane(
-            plane.data, settings.diameter, rgb=plane.rgb, scale=plane.scale
+            plane.data, diameter, rgb=plane.rgb, scale=plane.scale, polarity=settings.polarity
         )
-        labels, table, _ = _drive(gen, plane.stem, on_progress)
+        labels, table, used = _drive(gen, plane.stem, on_progress)
+        info["diameter"] = _rounded(used)
         return labels, table, None
-    result = _drive(
-        iter_count(plane.data, "classical", diameter=settings.diameter, rgb=plane.rgb),
-        plane.stem,
-        on_progress,
+    gen = iter_count(
+        plane.data,
+        "classical",
+        diameter=diameter,
+        rgb=plane.rgb,
+        polarity=settings.polarity,
+        diameter_source="stack" if source == "file" else "given",
     )
+    result = _drive(gen, plane.stem, on_progress)
+    info["diameter"] = _rounded(result.diameter)
+    info["warnings"] = list(result.warnings)
     labels = np.asarray(result.labels)
     table = table_with_labels(labels, result.table, plane.scale, "classical", measured=True)
     return labels, table, None
+
+
+def _rounded(d) -> float | None:
+    return round(float(d), 2) if d is not None and np.isfinite(d) else None
 
 
 def _count_sam3(plane, settings: BatchSettings, engine, tile, on_progress):

@@ -37,6 +37,7 @@ class BatchSettings:
     formats: tuple[str, ...] = ("tiff",)
     overwrite: bool = False
     refine: str = "low"
+    polarity: str = "auto"  # classical count: "auto", "bright" or "dark" (forces the count)
     extra: dict = field(default_factory=dict, compare=False)
 
     def result_fields(self) -> dict:
@@ -54,6 +55,8 @@ class BatchSettings:
         sources = d.pop("exemplar_from")
         if sources:
             d["exemplar_from"] = [s.fingerprint() for s in self.exemplar_from]
+        if self.polarity == "auto":  # runs from before --polarity keep their fingerprint
+            d.pop("polarity")
         if self.negative_exemplars:
             boxes, labels = self.exemplar_boxes()
             d["exemplars"] = boxes

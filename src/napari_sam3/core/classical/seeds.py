@@ -13,12 +13,13 @@ from scipy import ndimage as ndi
 __all__ = ["SPLIT_MODES", "find_seeds", "seed_surface"]
 
 SPLIT_MODES = ("shape", "intensity", "shape+intensity")
-# All as fractions of the diameter. Seeds at least MIN_DIST apart: the centres of two nuclei
-# that touch are about a diameter apart and even pressed together keep half of one (at 0.2, tuned
-# on synthetic_nuclei, textured real nuclei were cut in pieces: benchmarks/results_real.md).
+# All as fractions of the diameter. Seeds at least MIN_DIST apart, close enough for two
+# overlapping nuclei to get one each; a textured single nucleus that gets two is made whole again
+# by the neck test of `core.classical.split` (no neck in its mask between them), which replaced
+# the fixed half-diameter separation of round 1 (that merged every overlapping pair).
 # Smoothing of the seed surface and of the intensity, and DT_SAT (the distance transform counts
 # up to it; deeper inside, intensity decides) were tuned on synthetic_nuclei.
-MIN_DIST = 0.5
+MIN_DIST = 0.2
 DT_SMOOTH = 0.04
 INT_SMOOTH = 0.03
 DT_SAT = 0.5
@@ -30,8 +31,9 @@ LOG_SIGMA = 0.2
 
 def seed_surface(
     mask: np.ndarray, corr: np.ndarray, d: float, mode: str, blob: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """The surface whose peaks are seeds, and where seeds may lie (away from the mask edge).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The surface whose peaks are seeds, where seeds may lie (away from the mask edge), and the
+    distance transform the shape cue came from (the neck test of `core.classical.split` reuses it).
 
     ``corr`` is the corrected image, ``d`` the diameter at this resolution; ``blob`` adds a -LoG
     term (small, blurred objects).
@@ -40,14 +42,14 @@ def seed_surface(
         dt = ndi.distance_transform_edt(mask).astype(np.float32)
         surf = ndi.gaussian_filter(dt, max(0.5, d * DT_SMOOTH))
         inside = dt > max(0.15 * d, 1.0)
-        return surf, inside
+        return surf, inside, dt
     inside = ndi.binary_erosion(mask, border_value=1)  # == distance > 1 from background
     inten = ndi.gaussian_filter(corr, max(0.7, d * INT_SMOOTH))
     if blob:  # small objects: add the blob (-LoG) response, which peaks once per nucleus
         sg = d * LOG_SIGMA
         inten -= np.float32(sg * sg) * ndi.gaussian_laplace(corr, sg)
     if mode == "intensity":
-        return inten, inside
+        return inten, inside, ndi.distance_transform_edt(mask).astype(np.float32)
     # The distance cue is taken from a stricter mask (above SEED_T of the bright end of the
     # objects), where touching nuclei with dimmer rims already come apart.
     vals = corr[mask]
@@ -61,7 +63,7 @@ def seed_surface(
         * np.clip(inten, 0, None)
     )
     surf = ndi.gaussian_filter(surf, max(0.3, d * DT_SMOOTH))
-    return surf, inside
+    return surf, inside, dt_seed
 
 
 def find_seeds(

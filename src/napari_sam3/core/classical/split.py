@@ -1,11 +1,16 @@
-"""Splitting touching objects: seeded watershed on the clumps, then shallow basins merged again."""
+"""Splitting touching objects: seeded watershed on the clumps, then basins merged again where
+the dip between them is shallow or the mask has no neck between their seeds."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from napari_sam3.core.classical.seeds import find_seeds, seed_surface
-from napari_sam3.core.classical.watershed import ascend_basins, merge_shallow_basins
+from napari_sam3.core.classical.watershed import (
+    ascend_basins,
+    merge_convex_pairs,
+    merge_shallow_basins,
+)
 
 __all__ = ["split_touching"]
 
@@ -13,6 +18,13 @@ __all__ = ["split_touching"]
 # their seeds are closer than MERGE_DIST x the diameter (a texture bump, not a second nucleus).
 MERGE_H = 0.01
 MERGE_DIST = 0.5
+# Seeds closer than SEED_SEPARATION x the diameter (find_seeds' own minimum is smaller) stay two
+# objects only where the mask has a neck between them: its distance transform dips by more than
+# NECK_TOL px (the pixel grid's own error) on the line between them (`merge_convex_pairs`). The
+# distance transform is the seed surface's own (of the stricter seed mask, where touching nuclei
+# with dimmer rims already come apart; no second transform).
+SEED_SEPARATION = 0.5
+NECK_TOL = 1.0
 
 
 def split_touching(
@@ -26,7 +38,7 @@ def split_touching(
     """Seeded watershed of the components of ``lab`` that hold two or more seeds (`core.seeds`);
     shallow-dip basins are merged (`merge_shallow_basins`). ``d`` is the diameter at this
     resolution, ``corr`` the corrected image, ``blob`` adds a -LoG seed term (small objects)."""
-    surf, inside = seed_surface(mask, corr, d, mode, blob)
+    surf, inside, dt = seed_surface(mask, corr, d, mode, blob)
     peaks, markers, nm = find_seeds(surf, inside, d)
     if nm == 0:
         return lab
@@ -49,6 +61,11 @@ def split_touching(
         if MERGE_H > 0:
             peak, pos = _seed_heights_and_positions(surf, peaks, markers, nm)
             ws = merge_shallow_basins(ws, sub_surf, peak, pos, MERGE_H, MERGE_DIST * d)
+        if SEED_SEPARATION > 0:
+            peak, pos = _seed_heights_and_positions(surf, peaks, markers, nm)
+            local = pos - np.array([y0, x0], np.float64)
+            sub_dt = dt[y0:y1, x0:x1]
+            ws = merge_convex_pairs(ws, sub_dt, local, SEED_SEPARATION * d, NECK_TOL)
         out[y0:y1, x0:x1][sub_mask] = ws[sub_mask]
     return out
 

@@ -30,7 +30,8 @@ NOT_FLUORESCENCE = (
     "This plane does not look like fluorescence (almost no pixel is near the background level, as "
     "in phase contrast or transmitted light): an intensity threshold cannot count its objects, so "
     "none were counted. Pick the fluorescence channel, or count with SAM3 and exemplar boxes "
-    "(or set the polarity yourself to force the classical count)."
+    "(or set the polarity yourself, bright or dark objects, to force the classical count: "
+    "CLI --polarity bright)."
 )
 
 

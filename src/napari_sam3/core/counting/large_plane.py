@@ -46,6 +46,7 @@ def iter_count_large_plane(
     tile: int = TILE,
     scale: tuple[float, float] | None = None,
     prompt: str = "classical",
+    polarity: str = "auto",
 ):
     """Count a large 2-D plane classically, tile by tile. Yields `Progress`; returns
     ``(labels, table, diameter)``: uint32 labels of the plane, the objects table
@@ -60,7 +61,9 @@ def iter_count_large_plane(
     if diameter is None:
         yield Progress("Estimating the object size on the central tile", 0, None)
         (r0, r1), (c0, c1) = rows[len(rows) // 2], cols[len(cols) // 2]
-        centre = run_to_end(iter_count(image[r0:r1, c0:c1], "classical", rgb=rgb))
+        centre = run_to_end(
+            iter_count(image[r0:r1, c0:c1], "classical", rgb=rgb, polarity=polarity)
+        )
         diameter = centre.diameter if np.isfinite(centre.diameter) else 20.0
     overlap = max(64, int(np.ceil(4 * float(diameter))))
     labels = np.zeros((h, w), np.uint32)
@@ -71,7 +74,10 @@ def iter_count_large_plane(
         yield Progress("Counting tiles", k, total)
         y0, y1 = max(0, r0 - overlap), min(h, r1 + overlap)
         x0, x1 = max(0, c0 - overlap), min(w, c1 + overlap)
-        res = run_to_end(iter_count(image[y0:y1, x0:x1], "classical", diameter=diameter, rgb=rgb))
+        tile_image = image[y0:y1, x0:x1]
+        res = run_to_end(
+            iter_count(tile_image, "classical", diameter=diameter, rgb=rgb, polarity=polarity)
+        )
         t = res.table
         if not len(t):
             continue
