@@ -147,17 +147,23 @@ def test_use_these_exemplars_on_another_image(qtbot, sam3, video_checkpoint):
     tab.exemplar_target_combo.setCurrentText("B")
     assert tab.exemplar_transfer_btn.isEnabled()
     tab.exemplar_transfer_btn.click()
-    name = "B · exemplars from A"
-    qtbot.waitUntil(lambda: name in viewer.layers, timeout=TIMEOUT)
+
+    def result():  # result names lead with the prompt, then the image
+        found = [
+            ly for ly in viewer.layers if ly.name.startswith("exemplars from A") and "B" in ly.name
+        ]
+        return found[0] if found else None
+
+    qtbot.waitUntil(lambda: result() is not None, timeout=TIMEOUT)
     qtbot.waitUntil(lambda: widget.idle, timeout=TIMEOUT)
-    layer = viewer.layers[name]
+    layer = result()
     engine = Sam3Engine.load(str(video_checkpoint), device="cpu")
     raw = engine.segment_with(b, engine.exemplar_prompt(a, [[8, 4, 24, 20]]))
-    expected = L.prepare_result(
-        raw, tab.current_ref(viewer.layers["B"]), "x", *tab.filter_settings()
+    expected = L.prepare_filtered(
+        raw, tab.current_ref(viewer.layers["B"]), "x", tab.filter_settings()
     )
-    assert len(layer.features) == len(expected["cands"]) > 0
-    np.testing.assert_array_equal(layer.data, expected["data"])
+    assert len(layer.features) == len(expected.cands) > 0
+    np.testing.assert_array_equal(layer.data, expected.data)
     assert set(layer.features["status"]) == {"unreviewed"}
 
 
