@@ -69,7 +69,7 @@ def _reference(checkpoint, engine, stack, prompts):
     """The documented Sam3TrackerVideoModel usage on the same frames: {frame: (ids, scores, masks)}."""
     from transformers import Sam3TrackerVideoModel
 
-    from napari_sam3.core.tracking.click_session import tracker_processor
+    from napari_sam3.core.tracking.tracker_video import tracker_processor
 
     model = Sam3TrackerVideoModel.from_pretrained(str(checkpoint)).eval()
     _raise_presence(model, BIAS)

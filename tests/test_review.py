@@ -1,4 +1,4 @@
-"""Object review: status rules (core.results.review) and the Qt-free layer session (_napari.review)."""
+"""Object review: status rules (core.results.review) and the Qt-free layer session (_napari.review_session)."""
 
 import numpy as np
 import pandas as pd
@@ -100,7 +100,7 @@ def layer():
 
 
 def test_session_decides_advances_and_hides(layer):
-    from napari_sam3._napari.review import ReviewSession
+    from napari_sam3._napari.review_session import ReviewSession
 
     review = ReviewSession(layer)
     changes = []
@@ -130,7 +130,7 @@ def test_session_decides_advances_and_hides(layer):
 
 
 def test_session_keys_and_carry_over(layer):
-    from napari_sam3._napari.review import ReviewSession, carry_over
+    from napari_sam3._napari.review_session import ReviewSession, carry_over
 
     review = ReviewSession(layer)
     review.bind_keys()

@@ -168,7 +168,7 @@ def test_use_these_exemplars_on_another_image(qtbot, sam3, video_checkpoint):
 
 
 def test_review_decisions_survive_refiltering(qtbot, sam3):
-    from napari_sam3._napari.review import ReviewSession
+    from napari_sam3._napari.review_session import ReviewSession
 
     viewer, widget = sam3
     tab = widget.segment_tab

@@ -1,6 +1,6 @@
 """The object review panel: a table of the active result layer's objects, synced with its selection.
 
-All decisions go through `_napari.review.ReviewSession` (Qt-free); this widget only shows its
+All decisions go through `_napari.review_session.ReviewSession` (Qt-free); this widget only shows its
 table, forwards buttons and row clicks, and follows the viewer's active Labels layer. Keys on
 the layer itself: A accept, R reject, S needs edit, N next.
 """
@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_sam3._napari.review import ReviewSession
+from napari_sam3._napari.review_session import ReviewSession
 from napari_sam3._qt.table_model import DataFrameModel
 
 _panels: dict[int, ReviewPanel] = {}  # one panel per viewer (proxies differ: keyed by the real one)

@@ -34,13 +34,13 @@ from napari_sam3.core.images import Preprocessing
 from napari_sam3.core.progress import Progress, ProgressGen, run_to_end
 from napari_sam3.core.sam3.load_errors import model_errors
 from napari_sam3.core.sam3.tracker_inputs import click_prompt
-from napari_sam3.core.tracking.click_session import (
+from napari_sam3.core.tracking.stack_tracking import TrackResult, _frames, _table
+from napari_sam3.core.tracking.tracker_video import (
     add_object_inputs,
     frame_masks,
     new_tracker_session,
     tracker_processor,
 )
-from napari_sam3.core.tracking.stack_tracking import TrackResult, _frames, _table
 
 __all__ = ["ObjectPrompt", "iter_track_objects", "track_objects"]
 
