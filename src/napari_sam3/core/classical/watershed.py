@@ -66,8 +66,6 @@ def merge_shallow_basins(
     """Merge neighbouring basins whose pass (highest boundary point) is within ``h`` x the lower
     peak of that peak and whose seeds (``pos``, row/col per label) are closer than ``dist``: a dip
     that shallow between seeds that close is texture, not the contact between two nuclei."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
     ka, kb, sad = [], [], []
     for a, b, sa, sb in (
@@ -92,16 +90,7 @@ def merge_shallow_basins(
     low = np.minimum(peak[ka], peak[kb])
     join = (sad >= (1 - h) * low) & (low > 0)
     join &= ((pos[ka] - pos[kb]) ** 2).sum(1) < dist * dist
-    if not join.any():
-        return lab
-    g = coo_matrix((np.ones(join.sum()), (ka[join], kb[join])), shape=(n, n))
-    _, comp = connected_components(g, directed=False)
-    # map each label to the smallest label of its component
-    first = np.full(comp.max() + 1, n, np.int64)
-    np.minimum.at(first, comp, np.arange(n))
-    remap = first[comp].astype(np.int32)
-    remap[0] = 0
-    return remap[lab]
+    return join_pairs(lab, ka, kb, join, n)
 
 
 def merge_convex_pairs(
@@ -116,8 +105,6 @@ def merge_convex_pairs(
     textured single nucleus (two brightness peaks, no neck) stays whole; an overlapping pair
     (seeds closer than the usual separation) is kept apart.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
     n = pos.shape[0]
     keys = []
@@ -141,8 +128,17 @@ def merge_convex_pairs(
     line = dt[r, c]
     dip = np.minimum(line[:, 0], line[:, -1]) - line.min(1)
     join = dip <= tol
+    return join_pairs(lab, ka, kb, join, n)
+
+
+def join_pairs(lab: np.ndarray, ka, kb, join: np.ndarray, n: int) -> np.ndarray:
+    """``lab`` with every pair (``ka[i]``, ``kb[i]``) where ``join[i]`` merged, transitively; each
+    merged group takes the smallest label of its members."""
     if not join.any():
         return lab
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     g = coo_matrix((np.ones(join.sum()), (ka[join], kb[join])), shape=(n, n))
     _, comp = connected_components(g, directed=False)
     first = np.full(comp.max() + 1, n, np.int64)
