@@ -57,3 +57,23 @@ def test_all_slices_offsets_ids_and_a_removed_image_drops_nothing_in():
     session.viewer.layers.remove(run.image)
     session.run_count(run, CountRequest())
     assert session.last is out  # the new count found no image: dropped, the last one kept
+
+
+def test_count_csv_is_the_cli_csv(tmp_path):
+    """The Count tab's CSV and `napari-sam3 count`'s objects CSV of the same image: same columns,
+    same rows (the one objects table, plus the counter's measurements)."""
+    import tifffile
+
+    from napari_sam3.cli import main
+
+    image, _ = synthetic_nuclei((128, 128), seed=5)
+    session, run = _session(image)
+    session.run_count(run, CountRequest(diameter=18))
+    gui = pd.read_csv(session.write_csv(tmp_path / "gui.csv"))
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    args = ["count", str(tmp_path / "img.tif"), "--diameter", "18", "--out", str(tmp_path / "o")]
+    assert main([*args, "--no-progress"]) == 0
+    cli = pd.read_csv(tmp_path / "o" / "img_objects.csv")
+    assert list(gui.columns) == list(cli.columns) and "mean_intensity" in gui
+    assert len(gui) == len(cli) > 0
+    pd.testing.assert_frame_equal(gui, cli)

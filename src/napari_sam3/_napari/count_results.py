@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from napari_sam3._napari import layers as L
+from napari_sam3.io.tables import count_table
 
 
 @dataclass
@@ -41,6 +42,15 @@ class PreparedCount:
     points_layer: object = None
 
 
+def plane_scale(ref: L.PlaneRef) -> tuple[float, float] | None:
+    """The pixel size on the plane's axes, None when the layer has none (scale 1)."""
+    scale = ref.geometry.get("scale") if ref.geometry else None
+    if scale is None:
+        return None
+    sy, sx = float(scale[-2]), float(scale[-1])
+    return None if (sy, sx) == (1.0, 1.0) else (sy, sx)
+
+
 def count_name(ref: L.PlaneRef, method: str, all_slices: bool = False) -> str:
     """The Labels layer name of a count (its centroids layer adds " centroids")."""
     if all_slices:
@@ -63,7 +73,7 @@ def prepare_count(result, ref: L.PlaneRef) -> PreparedCount:
         points=points,
         table=table,
         view=table.drop(columns="index"),  # "index" is napari's key; the view shows "label"
-        export=result.table,
+        export=count_table(np.asarray(result.labels), result.table, plane_scale(ref)),
         count=int(result.count),
         counts=dict(result.counts),
         diameter=float(result.diameter),
@@ -93,7 +103,7 @@ def prepare_count_stack(
     """
     lead_shape = tuple(int(n) + 1 for n in np.max(np.asarray(indices), axis=0))
     total_ids = 0
-    tables, planes = [], []
+    tables, planes, exports = [], [], []
     for res, idx in zip(results, indices, strict=True):
         plane = np.asarray(res.labels)
         top = max(int(plane.max(initial=0)), int(res.table["label"].max()) if len(res.table) else 0)
@@ -103,6 +113,11 @@ def prepare_count_stack(
         table.insert(0, "index", table["label"].to_numpy())
         table.insert(1, "slice", [slice_value(idx)] * len(table))
         tables.append(table)
+        csv = count_table(plane, res.table, plane_scale(ref))  # the CSV: as every count's
+        csv.insert(0, "slice_label", csv["label"].to_numpy())
+        csv["label"] = csv["label"].to_numpy() + total_ids
+        csv.insert(0, "slice", [slice_value(idx)] * len(csv))
+        exports.append(csv)
         planes.append((plane, total_ids))
         total_ids += top
     dtype = np.int32 if total_ids <= np.iinfo(np.int32).max else np.int64
@@ -119,13 +134,12 @@ def prepare_count_stack(
         for k, v in res.counts.items():
             counts[k] = counts.get(k, 0) + v
     diameters = [r.diameter for r in results if np.isfinite(r.diameter)]
-    export = table.drop(columns="index")
     return PreparedCount(
         labels=labels,
         points=np.concatenate([lead, yx], axis=1),
         table=table,
-        view=export,
-        export=export,
+        view=table.drop(columns="index"),
+        export=pd.concat(exports, ignore_index=True) if exports else pd.DataFrame(),
         count=int(sum(r.count for r in results)),
         counts=counts,
         diameter=float(np.median(diameters)) if diameters else float("nan"),

@@ -23,7 +23,7 @@ from napari_sam3.core.results.refine import check_level, filter_candidates, refi
 from napari_sam3.io.export import export_plane, output_paths
 from napari_sam3.io.manifest import provenance
 from napari_sam3.io.readers import iter_planes, plane_stems
-from napari_sam3.io.tables import table_with_labels
+from napari_sam3.io.tables import count_table, table_with_labels
 
 __all__ = ["ModelLoadError", "PlaneCommand", "run_batch"]
 
@@ -278,7 +278,7 @@ def _count(plane, settings: BatchSettings, on_progress=None, file_diameter=None,
     info["diameter"] = _rounded(result.diameter)
     info["warnings"] = list(result.warnings)
     labels = np.asarray(result.labels)
-    table = table_with_labels(labels, result.table, plane.scale, "classical", measured=True)
+    table = count_table(labels, result.table, plane.scale, "classical")
     return labels, table, None
 
 
@@ -305,7 +305,7 @@ def _count_sam3(plane, settings: BatchSettings, engine, tile, on_progress):
     )
     result = _drive(gen, plane.stem, on_progress)
     labels = np.asarray(result.labels)
-    table = table_with_labels(labels, result.table, plane.scale, measured=True)
+    table = count_table(labels, result.table, plane.scale)
     return labels, table, None
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from napari_sam3.core.results.candidates import Candidates
 from napari_sam3.core.results.columns import (
+    COUNT_EXTRA_COLUMNS,
     EXPORT_COLUMNS,
     EXTRA_COLUMNS,
     FLOAT_COLUMNS,
@@ -141,4 +142,24 @@ def read_table_csv(path: str | os.PathLike) -> pd.DataFrame:
     table = pd.read_csv(path, dtype={"prompt": str}, keep_default_na=True)
     if "prompt" in table.columns:
         table["prompt"] = table["prompt"].fillna("")
+    return table
+
+
+def count_table(
+    labels: np.ndarray, measured: pd.DataFrame, scale=None, prompt: str = ""
+) -> pd.DataFrame:
+    """The objects CSV of a count, the same from the Count tab and ``napari-sam3 count``: the
+    export columns of every objects CSV, then the counter's own measurements (equivalent
+    diameter, mean / max intensity, eccentricity) from ``measured`` (its `CountResult.table`)."""
+    table = table_with_labels(labels, measured, scale, prompt, measured=True)
+    extra = [c for c in COUNT_EXTRA_COLUMNS if c in measured.columns]
+    if not extra or not len(table):
+        for c in COUNT_EXTRA_COLUMNS:
+            table[c] = np.nan
+        return table
+    by_label = measured[["label", *extra]].drop_duplicates("label")
+    table = table.merge(by_label, on="label", how="left")
+    for c in COUNT_EXTRA_COLUMNS:
+        if c not in table.columns:
+            table[c] = np.nan
     return table

@@ -37,6 +37,8 @@ MEASURE_COLUMNS = (
     "prompt",
 )
 OBJECT_COLUMNS = ("label", "prompt", "score", "area", *CENTROID_COLUMNS, *BBOX_COLUMNS)
+# A count's CSV (widget and CLI alike): the export columns, then the counter's own measurements.
+COUNT_EXTRA_COLUMNS = ("equivalent_diameter", "mean_intensity", "max_intensity", "eccentricity")
 EXTRA_COLUMNS = ("visible_area", *PHYSICAL_COLUMNS)
 # Every objects CSV (widget features, CLI, napari writer): `core.results.objects.objects_table`.
 EXPORT_COLUMNS = (*OBJECT_COLUMNS, *EXTRA_COLUMNS)
