@@ -7,13 +7,16 @@ Only wiring: the tabs read their controls and call their Qt-free sessions (`_nap
 
 from __future__ import annotations
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -47,7 +50,18 @@ class Sam3Widget(QWidget):
         self._closed = False
         self._had_parent = parent is not None
 
-        layout = QVBoxLayout(self)
+        # everything scrolls: the Segment tab is taller than napari's default window, and a dock
+        # that does not scroll squeezes its rows on top of each other instead
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        body = QWidget()
+        scroll.setWidget(body)
+        outer.addWidget(scroll)
+        layout = QVBoxLayout(body)
         model_form = QFormLayout()
         self.model_edit = QLineEdit(default_model())
         self.model_edit.setToolTip(
@@ -80,6 +94,7 @@ class Sam3Widget(QWidget):
         self.export_box = ExportBox(self.viewer, self._last_result_layer)
         layout.addWidget(self.export_box)
         self._fitted = False
+        narrow(self)
         self.model_edit.editingFinished.connect(self._update_model_status)
         self.device_combo.currentIndexChanged.connect(self._update_model_status)
         self.runner.listeners.append(lambda job: self._update_model_status())
@@ -132,6 +147,13 @@ class Sam3Widget(QWidget):
         res = self.segment_tab.session.last_text
         return res.layer if res is not None else None
 
+    def sizeHint(self):  # noqa: N802 - Qt name
+        # the dock opens this wide: room for the image beside it in napari's default window
+        hint = super().sizeHint()
+        body = self.findChild(QScrollArea).widget()
+        hint.setWidth(max(body.minimumSizeHint().width() + 16, 380))  # + the vertical scroll bar
+        return hint
+
     def showEvent(self, event) -> None:  # noqa: N802 - Qt name
         super().showEvent(event)
         if not self._fitted:  # the dock narrowed the canvas: refit the image once it has its size
@@ -172,6 +194,14 @@ class Sam3Widget(QWidget):
                 self.cleanup()
             self._had_parent = self.parent() is not None
         super().changeEvent(event)
+
+
+def narrow(widget: QWidget) -> None:
+    """Let the dock be narrow: long combo entries must not widen it (in napari's default window a
+    500 px dock left the image a 90 px strip); a combo shows the start of its entry instead."""
+    for combo in widget.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
 
 
 def _make_count_tab(widget: Sam3Widget) -> QWidget:

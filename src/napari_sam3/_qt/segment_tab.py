@@ -169,7 +169,10 @@ class SegmentTab(PlaneTab):
         self.refine_combo.setToolTip(REFINEMENT_TOOLTIP)
         self.refine_combo.currentIndexChanged.connect(self._on_filter_changed)
         fform.addRow("Mask refinement", self.refine_combo)
-        self.hidden_check = QCheckBox("Show objects hidden by overlaps (extra layer)")
+        self.hidden_check = QCheckBox("Show objects hidden by overlaps")
+        self.hidden_check.setToolTip(
+            "Objects covered completely by higher-scoring ones, in an extra layer"
+        )
         self.hidden_check.toggled.connect(self._on_filter_changed)
         fform.addRow(self.hidden_check)
         outer.addWidget(filt)
