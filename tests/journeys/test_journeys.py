@@ -51,3 +51,11 @@ def test_stack_journey(tmp_path):
     from napari_sam3.testing import tiny_checkpoint_dir
 
     run_journey("journey_stack.py", tiny_checkpoint_dir(video=True), tmp_path)
+
+
+def test_annotate_journey(tmp_path):
+    """Review (accept / reject) then Export without the rejected object, exemplars from one image
+    used on another, a clicked object propagated through a stack."""
+    from napari_sam3.testing import tiny_checkpoint_dir
+
+    run_journey("journey_annotate.py", tiny_checkpoint_dir(video=True), tmp_path)

@@ -39,6 +39,7 @@ class ReviewPanel(QWidget):
         outer.addWidget(self.title)
         self.model = DataFrameModel()
         self.view = QTableView()
+        self.view.verticalHeader().setVisible(False)  # the label column is the row's name
         self.view.setModel(self.model)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -166,7 +167,8 @@ def open_review_panel(viewer) -> ReviewPanel:
     panel = _panels.get(key)
     if panel is None:
         panel = ReviewPanel(viewer)
-        viewer.window.add_dock_widget(panel, name="SAM3 review", area="right")
+        # a tab beside the SAM3 dock: stacked under it, both were too short to use
+        viewer.window.add_dock_widget(panel, name="SAM3 review", area="right", tabify=True)
         _panels[key] = panel
         panel.destroyed.connect(lambda *_: _panels.pop(key, None))
     return panel
