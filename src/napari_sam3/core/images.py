@@ -29,6 +29,15 @@ class Preprocessing:
     channel: int | None = None
 
 
+def check_plane_size(shape) -> None:
+    """The one minimum plane size of every method (SAM3 and the classical counter alike)."""
+    if len(shape) < 2 or min(shape) < MIN_SIDE:
+        raise Sam3Error(
+            f"The image is only {'x'.join(map(str, shape))} pixels; at least "
+            f"{MIN_SIDE}x{MIN_SIDE} is needed."
+        )
+
+
 def validate_plane(plane: np.ndarray, *, rgb: bool | None = None) -> np.ndarray:
     """Check a plane's shape and values; return it as an array. Raises `Sam3Error` with the fix."""
     arr = np.asarray(plane)
@@ -53,11 +62,7 @@ def validate_plane(plane: np.ndarray, *, rgb: bool | None = None) -> np.ndarray:
             "channel). For a z/t stack pick a slice (the widget uses the current slice; the CLI "
             "processes each plane)."
         )
-    if arr.ndim < 2 or min(spatial[-2:]) < MIN_SIDE:
-        raise Sam3Error(
-            f"The image is only {'x'.join(map(str, spatial))} pixels; at least "
-            f"{MIN_SIDE}x{MIN_SIDE} is needed."
-        )
+    check_plane_size(spatial[-2:])
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).any():
         raise Sam3Error("The image contains no finite values (all NaN or infinite).")
     return arr

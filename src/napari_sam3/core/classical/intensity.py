@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_sam3.core.errors import Sam3Error
-from napari_sam3.core.images import channel_axis
+from napari_sam3.core.images import channel_axis, check_plane_size
 
 __all__ = [
     "contrast_to_noise",
@@ -53,10 +53,7 @@ def to_intensity(
             f"The image has shape {arr.shape}; counting works on one 2-D plane (use count_stack for "
             "a z/t stack)."
         )
-    if min(arr.shape) < 2:
-        raise Sam3Error(
-            f"The image is only {arr.shape[0]}x{arr.shape[1]} pixels; nothing to count."
-        )
+    check_plane_size(arr.shape)
     out = arr.astype(np.float32, copy=False)
     if not np.isfinite(out).all():
         finite = np.isfinite(out)
