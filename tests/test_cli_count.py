@@ -43,7 +43,7 @@ def test_stack_counts_every_plane_at_one_file_diameter(tmp_path):
     assert {(e["diameter"], e["diameter_source"]) for e in _entries(given)} == {(20.0, "given")}
 
 
-def test_polarity_forces_a_count_the_fluorescence_check_refused(tmp_path):
+def test_polarity_forces_a_count_the_fluorescence_check_refused(tmp_path, capsys):
     img, _ = synthetic_nuclei((128, 128), seed=2)
     texture = ndi.gaussian_filter(np.random.default_rng(0).normal(size=img.shape), 3)
     textured = (img + 200 * texture / texture.std() + 5000).astype(np.uint16)  # no flat floor
@@ -54,6 +54,8 @@ def test_polarity_forces_a_count_the_fluorescence_check_refused(tmp_path):
     (entry,) = _entries(auto)
     assert pd.read_csv(auto / "counts.csv")["count"].sum() == 0
     assert any("--polarity bright" in w for w in entry["warnings"])
+    err = capsys.readouterr().err  # the user reads why nothing was counted, not only the manifest
+    assert "WARNING" in err and "textured.tif" in err and "--polarity bright" in err
     forced = tmp_path / "forced"
     assert _count([path], forced, "--polarity", "bright") == 0
     assert pd.read_csv(forced / "counts.csv")["count"].sum() > 10

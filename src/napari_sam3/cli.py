@@ -372,9 +372,26 @@ def _report(report, args, what: str) -> int:
         print(f"  FAILED {f['source']}{' [' + name + ']' if name else ''}: {f['error']}", file=err)
         if args.debug and f.get("traceback"):
             print(f["traceback"], file=err)
+    _print_warnings(report.results, err)
     if report.fatal:
         print(f"napari-sam3: error: {report.fatal}", file=err)
     return report.exit_code
+
+
+def _print_warnings(results, err, most: int = 20) -> None:
+    """The count's own warnings (nothing above the noise, not fluorescence, ...): one line each,
+    the first ``most`` of them; all are in manifest.json."""
+    lines = []
+    for r in results:
+        name = r.get("stem") or ""
+        for w in r.get("warnings") or ():
+            lines.append(f"  WARNING {r.get('source')}{' [' + name + ']' if name else ''}: {w}")
+    for line in lines[:most]:
+        print(line, file=err)
+    if len(lines) > most:
+        print(
+            f"  ... and {len(lines) - most} more warnings (manifest.json lists them all)", file=err
+        )
 
 
 def _gui(args) -> int:
