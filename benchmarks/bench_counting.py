@@ -54,7 +54,7 @@ def _row(cells):
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def bench_accuracy(size: int, seeds: list[int]) -> list[str]:
+def bench_accuracy(size: int, seeds: list[int], method: str) -> list[str]:
     lines = [
         _row(
             [
@@ -78,7 +78,7 @@ def bench_accuracy(size: int, seeds: list[int]) -> list[str]:
             shape = (size, size) if opts.get("diameter", 18) < 30 else (2 * size, 2 * size)
             img, gt = synthetic_nuclei(shape, seed=seed, **opts)
             t0 = time.perf_counter()
-            res = count_objects(img)
+            res = count_objects(img, method)
             dt = time.perf_counter() - t0
             m = match_labels(gt, res.labels)
             d_true = float(np.median(measure_labels(gt)["equivalent_diameter"]))
@@ -131,12 +131,12 @@ def bench_accuracy(size: int, seeds: list[int]) -> list[str]:
     return lines
 
 
-def bench_speed(side: int, repeats: int) -> list[str]:
+def bench_speed(side: int, repeats: int, method: str) -> list[str]:
     img, gt = synthetic_nuclei((side, side), seed=42, diameter=22, coverage=0.5, touching=0.75)
     walls, cpus = [], []
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        res = count_objects(img)
+        res = count_objects(img, method)
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     m = match_labels(gt, res.labels)
@@ -147,7 +147,7 @@ def bench_speed(side: int, repeats: int) -> list[str]:
                 "objects (true / found)",
                 "F1@0.5",
                 "count error",
-                "work factor",
+                "work factor or network scale",
                 "wall s (best / median)",
                 "CPU s (best / median)",
             ]
@@ -159,7 +159,7 @@ def bench_speed(side: int, repeats: int) -> list[str]:
                 f"{m['n_true']} / {res.count}",
                 f"{m['f1']:.3f}",
                 f"{m['count_error']:+.1%}",
-                res.meta["work_factor"],
+                res.meta.get("work_factor", f"x{res.meta.get('network_scale', float('nan')):.2f}"),
                 f"{min(walls):.2f} / {np.median(walls):.2f}",
                 f"{min(cpus):.2f} / {np.median(cpus):.2f}",
             ]
@@ -268,18 +268,20 @@ def main(argv=None) -> int:
         "",
     ]
     out = list(head)
-    out += [
-        f"## 1. Classical count, synthetic nuclei {size}x{size} (large nuclei: "
-        f"{2 * size}x{2 * size}), mean of seeds {seeds}",
-        "",
-    ]
-    out += bench_accuracy(size, seeds) + [""]
-    print("\n".join(out), flush=True)
+    for k, method in enumerate(("learned", "classical")):
+        out += [
+            f"## 1{'ab'[k]}. {method} count, synthetic nuclei {size}x{size} (large nuclei: "
+            f"{2 * size}x{2 * size}), mean of seeds {seeds}",
+            "",
+        ]
+        out += bench_accuracy(size, seeds, method) + [""]
+        print("\n".join(out), flush=True)
     side = 1024 if args.quick else 4096
-    sec = [f"## 2. Classical count speed, {side}x{side} (count + measurements table)", ""]
-    sec += bench_speed(side, 2 if args.quick else 3) + [""]
-    print("\n".join(sec), flush=True)
-    out += sec
+    for k, method in enumerate(("learned", "classical")):
+        sec = [f"## 2{'ab'[k]}. {method} count speed, {side}x{side} (count + table)", ""]
+        sec += bench_speed(side, 2 if args.quick else 3, method) + [""]
+        print("\n".join(sec), flush=True)
+        out += sec
     sec = [
         f"## 3. SAM3 tiling with a perfect stand-in model ({1024 if not args.quick else 512} px)",
         "",

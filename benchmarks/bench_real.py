@@ -7,9 +7,15 @@ The wheels are fetched once with ``pip download --no-deps`` into benchmarks/_out
 converted to .npz there (see real_sets.py for sources and licences); without a reachable package
 index and no cache, the script says so and exits 0.
 
+Images: the TEST side of `real_sets.split_of` by default (mnfinder: every other file; HeLa and
+scratch: the later half of the frames; CHO 3-D + t and phase contrast: all), because the
+``learned`` counter was trained on the other side; ``--side all`` scores classical and baseline
+on every image (the learned one is never scored on images it was trained on).
+
 Methods, each as a user runs it:
-- ``ours``: ``count_stack`` for a stack, ``count_objects`` for a plane, NO diameter given (what
-  ``napari-sam3 count IMG --method classical`` does);
+- ``learned``: the shipped nucleus network (``napari-sam3 count IMG --method learned``), NO
+  diameter given (``count_stack`` for a stack, ``count_objects`` for a plane);
+- ``classical``: the same with ``--method classical``, NO diameter given;
 - ``baseline``: plain scikit-image (Gaussian, Otsu, fill holes, distance transform,
   ``peak_local_max``, watershed) GIVEN the true median diameter.
 
@@ -78,8 +84,8 @@ def ndi_fill(mask):
 
 def run_method(method: str, img: np.ndarray, truth: np.ndarray):
     """Labels (same shape as img), diameter used, warnings."""
-    if method == "ours":
-        res = count_stack(img) if img.ndim == 3 else count_objects(img)
+    if method in ("classical", "learned"):
+        res = count_stack(img, method) if img.ndim == 3 else count_objects(img, method)
         return res.labels, res.diameter, res.warnings
     d = true_diameter(truth)
     planes = img if img.ndim == 3 else img[None]
@@ -171,7 +177,7 @@ def line(name: str, method: str, r: dict) -> str:
     )
 
 
-def speed_lines() -> list[str]:
+def speed_lines(methods) -> list[str]:
     """Seconds per plane: a real 1024 x 1024 plane (mnfinder) and the dense 4096^2 synthetic."""
     from napari_sam3.core.synthetic import synthetic_nuclei
 
@@ -181,16 +187,18 @@ def speed_lines() -> list[str]:
     dense = synthetic_nuclei((4096, 4096), seed=42, diameter=22, coverage=0.5, touching=0.75)[0]
     cases.append(("dense synthetic 4096^2 (d = 22 px)", dense, 2))
     for name, img, reps in cases:
-        wall, cpu = [], []
-        for _ in range(reps):
-            t0, c0 = time.perf_counter(), time.process_time()
-            count_objects(img)
-            wall.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-        out.append(
-            f"- {name}: CPU best {min(cpu):.2f} s, wall best {min(wall):.2f} s, median "
-            f"{np.median(wall):.2f} s (no diameter given; the machine is shared, CPU is steadier)"
-        )
+        for m in methods:
+            wall, cpu = [], []
+            for _ in range(reps):
+                t0, c0 = time.perf_counter(), time.process_time()
+                count_objects(img, m)
+                wall.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            out.append(
+                f"- {name}, {m}: CPU best {min(cpu):.2f} s, wall best {min(wall):.2f} s, median "
+                f"{np.median(wall):.2f} s (no diameter given; the machine is shared, CPU is "
+                "steadier)"
+            )
     return out
 
 
@@ -211,7 +219,13 @@ def cpu_name() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", nargs="*", default=list(R.SETS) + ["controls"])
-    ap.add_argument("--methods", nargs="*", default=["ours", "baseline"])
+    ap.add_argument("--methods", nargs="*", default=["learned", "classical", "baseline"])
+    ap.add_argument(
+        "--side",
+        choices=["test", "all"],
+        default="test",
+        help="score on the test images only (default) or on all (classical and baseline only)",
+    )
     ap.add_argument("--out", default=None, help="also write the table to this markdown file")
     ap.add_argument("--no-speed", action="store_true", help="skip the per-plane timing")
     a = ap.parse_args()
@@ -226,12 +240,14 @@ def main() -> int:
             todo = list(groups.items())
         else:
             try:
-                todo = [(s, R.load_set(s))]
+                todo = [(s, R.load_split(s, "test") if a.side == "test" else R.load_set(s))]
             except R.Unavailable as e:
                 print(f"SKIPPED {s}: {e}")
                 continue
         for name, files in todo:
             for m in a.methods:
+                if m == "learned" and a.side == "all" and s != "controls":
+                    continue  # never scored on the images it was trained on
                 if m == "baseline" and name in (
                     "pure noise",
                     "empty (camera)",
@@ -241,25 +257,26 @@ def main() -> int:
                 r = score(files, m)
                 lines.append(line(name, m, r))
                 print(lines[-1], flush=True)
-                if m == "ours" and r["warns"]:
+                if m != "baseline" and r["warns"]:
                     uniq = sorted(
                         set(
                             w.split(": ", 1)[-1] if w.startswith("plane ") else w
                             for w in r["warns"]
                         )
                     )
-                    warn_lines.append(f"- {name}: " + " / ".join(uniq[:3]))
-    speed = [] if a.no_speed else speed_lines()
+                    warn_lines.append(f"- {name}, {m}: " + " / ".join(uniq[:3]))
+    speed = [] if a.no_speed else speed_lines([m for m in a.methods if m != "baseline"])
     print("\n".join(speed))
     if a.out:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         text = (
-            f"Command: `HF_HUB_OFFLINE=1 python benchmarks/bench_real.py`  \nCPU: {cpu_name()}, "
+            f"Command: `HF_HUB_OFFLINE=1 python benchmarks/bench_real.py {' '.join(sys.argv[1:])}`"
+            f"  \nImages: {a.side} side of real_sets.split_of  \nCPU: {cpu_name()}, "
             f"shared 2-core machine; {stamp}\n\n"
             + "\n".join(lines)
-            + "\n\nWarnings (ours):\n"
+            + "\n\nWarnings:\n"
             + "\n".join(warn_lines)
-            + "\n\nSpeed (ours, one process):\n"
+            + "\n\nSpeed (one process):\n"
             + "\n".join(speed)
             + "\n"
         )

@@ -134,3 +134,37 @@ def synthetic_controls(seed: int = 0) -> list[tuple[str, str, np.ndarray, np.nda
         dim = rng.poisson(grad).astype(np.uint16)  # uneven illumination, no objects
         out.append(("empty (dim, uneven)", f"vignette{i}", dim, z))
     return out
+
+
+# --------------------------------------------------------------- train / test split (by image)
+# The nucleus network (training/train_nucleus_net.py) learns only from the "train" images; every
+# number reported for it comes from "test" images. mnfinder: alternate files in name order (every
+# cell line on both sides); HeLa and scratch time-lapses: the first half of the frames trains, the
+# second half tests (later frames, never seen); CHO 3-D + t and phase contrast: test only (a whole
+# set the network never saw, different microscope and scale).
+def split_of(name: str, file_index: int, n_planes: int) -> dict[str, list[int]]:
+    """Plane indices of one file on each side: ``{"train": [...], "test": [...]}``."""
+    planes = list(range(n_planes))
+    if name == "mnfinder":
+        return (
+            {"train": planes, "test": []} if file_index % 2 == 0 else {"train": [], "test": planes}
+        )
+    if name in ("hela", "scratch"):
+        half = n_planes // 2
+        return {"train": planes[:half], "test": planes[half:]}
+    return {"train": [], "test": planes}
+
+
+def load_split(name: str, side: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The files of ``name`` restricted to the planes of ``side`` ("train" or "test")."""
+    out = []
+    for i, (fname, img, lab) in enumerate(load_set(name)):
+        n = img.shape[0] if lab.ndim == 3 else 1
+        keep = split_of(name, i, n)[side]
+        if not keep:
+            continue
+        if lab.ndim == 3:
+            out.append((fname, img[keep], lab[keep]))
+        else:
+            out.append((fname, img, lab))
+    return out

@@ -1,9 +1,11 @@
-"""``napari-sam3 count --method classical`` on stacks: one diameter per file, --polarity."""
+"""``napari-sam3 count`` (the default nucleus network and --method classical) on stacks: one
+diameter per file, --polarity."""
 
 import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import tifffile
 from scipy import ndimage as ndi
 
@@ -11,8 +13,9 @@ from napari_sam3.cli import main
 from napari_sam3.core.synthetic import synthetic_nuclei
 
 
-def _count(inputs, out, *extra):
-    argv = ["count", *map(str, inputs), "--method", "classical", "--out", str(out)]
+def _count(inputs, out, *extra, method="classical"):
+    chosen = [] if method is None else ["--method", method]  # None: the default (learned)
+    argv = ["count", *map(str, inputs), *chosen, "--out", str(out)]
     return main([*argv, "--no-progress", *extra])
 
 
@@ -20,7 +23,8 @@ def _entries(out):
     return json.loads((out / "manifest.json").read_text())["images"]
 
 
-def test_stack_counts_every_plane_at_one_file_diameter(tmp_path):
+@pytest.mark.parametrize("method", [None, "classical"])
+def test_stack_counts_every_plane_at_one_file_diameter(tmp_path, method):
     # three nucleus planes and one camera-noise plane: the noise plane must not invent a scale
     planes = [synthetic_nuclei((128, 128), seed=s, diameter=16)[0] for s in range(3)]
     noise = np.random.default_rng(0).normal(100, 3, (128, 128)).clip(0).astype(np.uint16)
@@ -29,8 +33,10 @@ def test_stack_counts_every_plane_at_one_file_diameter(tmp_path):
         path, np.stack([*planes, noise]), photometric="minisblack", metadata={"axes": "ZYX"}
     )
     out = tmp_path / "out"
-    assert _count([path], out) == 0
+    assert _count([path], out, method=method) == 0
     entries = _entries(out)
+    settings = json.loads((out / "manifest.json").read_text())["settings"]
+    assert settings["method"] == (method or "learned")
     assert len(entries) == 4
     diameters = {e["diameter"] for e in entries}
     assert len(diameters) == 1 and 10 < diameters.pop() < 24  # true diameter 16 px
@@ -39,7 +45,7 @@ def test_stack_counts_every_plane_at_one_file_diameter(tmp_path):
     assert counts["stack_z003"] <= 3 and min(counts[f"stack_z00{i}"] for i in range(3)) > 10
     # a given diameter is used as given
     given = tmp_path / "given"
-    assert _count([path], given, "--diameter", "20") == 0
+    assert _count([path], given, "--diameter", "20", method=method) == 0
     assert {(e["diameter"], e["diameter_source"]) for e in _entries(given)} == {(20.0, "given")}
 
 

@@ -23,7 +23,7 @@ def test_gui_opens_sample_and_widget(monkeypatch, capsys, qtbot):
         seen["docks"] = list(viewer.window.dock_widgets.keys())
         widget = next(w for w in viewer.window.dock_widgets.values() if hasattr(w, "count_tab"))
         seen["on_count_tab"] = widget.tabs.currentWidget() is widget.count_tab
-        widget.count_tab.count_btn.click()  # classical counter: no weights, no network
+        widget.count_tab.count_btn.click()  # default counter: shipped nucleus network, no download
         # the centroid Points layer is appended one event-loop turn after the Labels layer
         qtbot.waitUntil(lambda: widget.idle and widget.count_tab.last is not None, timeout=60_000)
         seen["count"] = widget.count_tab.last.result.count

@@ -1,4 +1,4 @@
-"""The Count session without Qt: a napari ViewerModel, the classical counter, jobs driven inline."""
+"""The Count session without Qt: a napari ViewerModel, the default counter, jobs driven inline."""
 
 import numpy as np
 import pandas as pd
@@ -8,7 +8,7 @@ from napari_sam3._napari import layers as L
 from napari_sam3._napari.count_session import CountRequest, CountSession
 from napari_sam3._napari.engine_holder import EngineHolder
 from napari_sam3._napari.plane_run import PlaneRun
-from napari_sam3.core.counting.count import count_objects
+from napari_sam3.core.counting.count import count_objects, count_stack
 from napari_sam3.core.images import Preprocessing
 from napari_sam3.core.synthetic import synthetic_nuclei
 
@@ -40,7 +40,7 @@ def test_plane_count_layers_summary_and_csv(tmp_path):
     out = session.last
     assert out.count == expected.count > 0 and out.result.count == expected.count
     assert out.labels_layer in session.viewer.layers and out.points_layer in session.viewer.layers
-    assert out.labels_layer.name == "nuclei count (classical)"
+    assert out.labels_layer.name == "nuclei count (learned)"  # the default counter
     assert len(out.points_layer.data) == len(out.labels_layer.features) == expected.count
     assert seen[-1][0] == f"Total: {expected.count} objects" and "index" not in out.view
     table = pd.read_csv(session.write_csv(tmp_path / "counts.csv"))
@@ -52,7 +52,8 @@ def test_all_slices_offsets_ids_and_a_removed_image_drops_nothing_in():
     session, run = _session(np.stack(planes))
     session.run_count(run, CountRequest(all_slices=True))
     out = session.last
-    assert out.slice_counts == [count_objects(p).count for p in planes]
+    # one diameter for the whole stack, as count_stack and the CLI
+    assert out.slice_counts == count_stack(np.stack(planes)).plane_counts
     assert out.labels.shape == (2, 96, 96) and out.table["index"].is_unique
     session.viewer.layers.remove(run.image)
     session.run_count(run, CountRequest())

@@ -27,7 +27,7 @@ def nuclei():
 
 @pytest.fixture(scope="module")
 def counted(nuclei):
-    return count_objects(nuclei[0])
+    return count_objects(nuclei[0], "classical")
 
 
 # ------------------------------------------------------------------------------ classical
@@ -59,39 +59,41 @@ def test_estimate_diameter_close_to_truth(nuclei):
 
 def test_uneven_illumination_and_low_light():
     img, gt = synthetic_nuclei((256, 256), seed=3, illumination=0.8, photons=80)
-    m = match_labels(gt, count_objects(img).labels)
+    m = match_labels(gt, count_objects(img, "classical").labels)
     assert m["f1"] >= 0.8 and abs(m["count_error"]) <= 0.15, m
 
 
 def test_dark_objects_on_bright_background(nuclei):
     img, gt = nuclei
     inverted = (65535 - img).astype(np.uint16)
-    res = count_objects(inverted)
+    res = count_objects(inverted, "classical")
     assert res.meta["polarity"] == "dark"
     assert match_labels(gt, res.labels)["f1"] >= 0.85
 
 
 def test_large_image_works_at_reduced_resolution():
     img, gt = synthetic_nuclei((384, 384), seed=2, diameter=40, coverage=0.4)
-    res = count_objects(img)
+    res = count_objects(img, "classical")
     assert res.meta["work_factor"] >= 3  # objects processed at ~10 px across
     assert res.labels.shape == img.shape
     assert match_labels(gt, res.labels)["f1"] >= 0.85
 
 
 def test_diameter_far_from_measured_warns(nuclei):
-    res = count_objects(nuclei[0], diameter=70)
+    res = count_objects(nuclei[0], "classical", diameter=70)
     assert any("far from the measured" in w for w in res.warnings)
-    assert not any("far from" in w for w in count_objects(nuclei[0], diameter=16).warnings)
+    assert not any(
+        "far from" in w for w in count_objects(nuclei[0], "classical", diameter=16).warnings
+    )
 
 
 def test_exclude_border_and_size_filter(nuclei):
-    res = count_objects(nuclei[0], exclude_border=True)
+    res = count_objects(nuclei[0], "classical", exclude_border=True)
     lab = res.labels
     edge = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
     assert not edge.any()
-    assert 0 < res.count < count_objects(nuclei[0]).count
-    big = count_objects(nuclei[0], min_size=300)
+    assert 0 < res.count < count_objects(nuclei[0], "classical").count
+    big = count_objects(nuclei[0], "classical", min_size=300)
     assert big.count < res.count + 40 and (big.table["area"] >= 300 * 0.9).all()
 
 
@@ -100,7 +102,7 @@ def test_table_matches_regionprops_and_units(nuclei, counted):
     from skimage.measure import regionprops_table
 
     img, _ = nuclei
-    res = count_objects(img, scale=(0.5, 0.25))
+    res = count_objects(img, "classical", scale=(0.5, 0.25))
     t = res.table
     rp = regionprops_table(
         res.labels,
@@ -201,26 +203,26 @@ def test_measure_columns_are_the_shared_ones(counted):
 # ------------------------------------------------------------------------------ bad input
 def test_empty_constant_and_nan_images():
     with pytest.raises(Sam3Error, match="empty"):
-        count_objects(np.zeros((0, 0)))
+        count_objects(np.zeros((0, 0)), "classical")
     with pytest.raises(Sam3Error, match="no finite"):
-        count_objects(np.full((32, 32), np.nan))
-    res = count_objects(np.full((64, 64), 7, np.uint16))
+        count_objects(np.full((32, 32), np.nan), "classical")
+    res = count_objects(np.full((64, 64), 7, np.uint16), "classical")
     assert res.count == 0 and len(res.table) == 0
     assert any("constant" in w for w in res.warnings)
-    res = count_objects(np.zeros((64, 64), np.float32))
+    res = count_objects(np.zeros((64, 64), np.float32), "classical")
     assert res.count == 0
     with pytest.raises(Sam3Error, match="diameter"):
-        count_objects(np.ones((32, 32)), diameter=-3)
+        count_objects(np.ones((32, 32)), "classical", diameter=-3)
     with pytest.raises(Sam3Error, match="method"):
         count_objects(np.ones((32, 32)), method="magic")
 
 
 def test_nan_holes_and_negative_values(nuclei, counted):
     img = nuclei[0].astype(np.float32) - 5000.0  # negative everywhere (background-subtracted data)
-    assert count_objects(img).count == counted.count
+    assert count_objects(img, "classical").count == counted.count
     holes = nuclei[0].astype(np.float32)
     holes[100:104, :] = np.nan
-    assert abs(count_objects(holes).count - counted.count) <= 0.05 * counted.count
+    assert abs(count_objects(holes, "classical").count - counted.count) <= 0.05 * counted.count
 
 
 def test_one_pixel_objects():
@@ -228,10 +230,10 @@ def test_one_pixel_objects():
     pts = [(5, 5), (20, 40), (33, 10), (50, 50), (60, 20)]
     for y, x in pts:
         img[y, x] = 1000
-    res = count_objects(img, diameter=1)
+    res = count_objects(img, "classical", diameter=1)
     assert res.count == 5
     # without diameter=1, isolated single pixels are taken for hot camera pixels, and said so
-    auto = count_objects(img)
+    auto = count_objects(img, "classical")
     assert auto.count == 0 and any("hot pixels" in w for w in auto.warnings)
     assert sorted(zip(res.table["centroid_y"], res.table["centroid_x"], strict=True)) == sorted(pts)
 
@@ -239,32 +241,32 @@ def test_one_pixel_objects():
 def test_rgb_and_multichannel(nuclei, counted):
     img = nuclei[0]
     rgb8 = np.repeat((img / img.max() * 255).astype(np.uint8)[..., None], 3, axis=-1)
-    assert abs(count_objects(rgb8).count - counted.count) <= 0.05 * counted.count
+    assert abs(count_objects(rgb8, "classical").count - counted.count) <= 0.05 * counted.count
     two = np.stack([np.zeros_like(img), img])
     with pytest.raises(Sam3Error, match="channel"):
-        count_objects(two)
-    assert count_objects(two, channel=1).count == counted.count
+        count_objects(two, "classical")
+    assert count_objects(two, "classical", channel=1).count == counted.count
     with pytest.raises(Sam3Error, match="Channel 5"):
-        count_objects(two, channel=5)
+        count_objects(two, "classical", channel=5)
     with pytest.raises(Sam3Error, match="2-D plane|count_stack|channels"):
-        count_objects(np.zeros((20, 30, 30, 30)))
+        count_objects(np.zeros((20, 30, 30, 30)), "classical")
 
 
 def test_hot_pixels_do_not_become_objects():
     clean, gt = synthetic_nuclei((256, 256), seed=8, diameter=16)
     hot, _ = synthetic_nuclei((256, 256), seed=8, diameter=16, hot_pixels=300)
     assert (hot == 65535).sum() >= 250
-    n_clean = count_objects(clean).count
-    n_hot = count_objects(hot).count
+    n_clean = count_objects(clean, "classical").count
+    n_hot = count_objects(hot, "classical").count
     assert abs(n_hot - n_clean) <= 0.03 * n_clean
-    res = count_objects(hot)
+    res = count_objects(hot, "classical")
     assert match_labels(gt, res.labels)["f1"] >= 0.85
     assert any("hot pixels" in w for w in res.warnings)
 
 
 # ------------------------------------------------------------------------------ progress, stacks
 def test_iter_count_yields_progress_and_returns_result(nuclei):
-    gen = iter_count(nuclei[0])
+    gen = iter_count(nuclei[0], "classical")
     reports = []
     res = run_to_end(gen, on_progress=reports.append)
     assert isinstance(res, CountResult)
@@ -281,16 +283,18 @@ def test_cancel_stops_between_steps(nuclei):
         cancel.set()
 
     with pytest.raises(Cancelled):
-        run_to_end(iter_count(nuclei[0]), on_progress=on_progress, cancel=cancel)
+        run_to_end(iter_count(nuclei[0], "classical"), on_progress=on_progress, cancel=cancel)
     assert len(seen) == 1
 
 
 def test_count_stack_has_plane_column():
     planes = [synthetic_nuclei((96, 96), seed=s, diameter=14)[0] for s in range(3)]
-    res = count_stack(np.stack(planes))
+    res = count_stack(np.stack(planes), "classical")
     assert res.labels.shape == (3, 96, 96)
     # one diameter for the whole stack, each plane counted at it
-    assert res.plane_counts == [count_objects(p, diameter=res.diameter).count for p in planes]
+    assert res.plane_counts == [
+        count_objects(p, "classical", diameter=res.diameter).count for p in planes
+    ]
     assert res.count == sum(res.plane_counts) == len(res.table)
     assert list(res.table["plane"].unique()) == [0, 1, 2]
     assert res.counts == {"classical": res.count}
@@ -472,7 +476,7 @@ def test_pure_noise_and_empty_planes_give_nothing_and_say_why(counted):
     rng = np.random.default_rng(0)
     cam = (rng.poisson(np.full((256, 256), 5.0)) + 100).astype(np.uint16)  # offset + shot noise
     for plane in (rng.normal(100, 10, (256, 256)).astype(np.float32), cam):
-        res = count_objects(plane)
+        res = count_objects(plane, "classical")
         assert res.count <= 3, res.count
         assert any("camera noise" in w and "channel" in w and "SAM3" in w for w in res.warnings)
     assert not any("noise" in w for w in counted.warnings)
@@ -486,7 +490,7 @@ def test_dim_nuclei_clear_the_noise_floor():
     _, gt = synthetic_nuclei((256, 256), seed=3, diameter=16, coverage=0.3)
     rng = np.random.default_rng(1)
     dim = ndi.gaussian_filter((gt > 0) * 2.0, 1.0) + rng.normal(0, 1.0, gt.shape)
-    m = match_labels(gt, count_objects(dim.astype(np.float32)).labels)
+    m = match_labels(gt, count_objects(dim.astype(np.float32), "classical").labels)
     assert m["recall"] > 0.6, m
 
 
@@ -511,10 +515,12 @@ def test_phase_contrast_is_detected_not_counted():
     from napari_sam3.core.classical.suitability import background_fraction
 
     img = _phase_contrast_like()
-    res = count_objects(img)
+    res = count_objects(img, "classical")
     assert res.count == 0
     assert any("does not look like fluorescence" in w and "SAM3" in w for w in res.warnings)
-    forced = count_objects(img, polarity="dark")  # the user overrides: counted as asked
+    forced = count_objects(
+        img, "classical", polarity="dark"
+    )  # the user overrides: counted as asked
     assert forced.count > 0
     fluo, _ = synthetic_nuclei((256, 256), seed=2, coverage=0.55, touching=0.75)
     fluo = fluo.astype(np.float32)
@@ -529,7 +535,7 @@ def test_edges_fit_the_nucleus_not_its_halo():
     disc = (((yy - 64) ** 2 + (xx - 64) ** 2) < 20**2).astype(np.float32)
     img = ndi.gaussian_filter(disc * 1000, 3) + 100
     img += np.random.default_rng(0).normal(0, 5, img.shape).astype(np.float32)
-    res = count_objects(img.astype(np.float32), diameter=40)
+    res = count_objects(img.astype(np.float32), "classical", diameter=40)
     assert res.count == 1
     area = int((res.labels > 0).sum())
     assert abs(area / disc.sum() - 1) < 0.1, area / disc.sum()
@@ -542,19 +548,19 @@ def test_stack_gets_one_diameter_and_empty_planes_stay_empty():
     rng = np.random.default_rng(4)
     empty = rng.normal(float(np.median(planes[0])), 1.0, (192, 192)).astype(np.float32)
     stack = np.stack([planes[0], empty, planes[1]])
-    res = count_stack(stack)
+    res = count_stack(stack, "classical")
     assert res.meta["diameter_source"] == "stack"
     assert 11 <= res.diameter <= 17
     assert res.plane_counts[1] <= 3 and res.plane_counts[0] > 10
-    own = count_stack(stack, per_plane_diameter=True)
+    own = count_stack(stack, "classical", per_plane_diameter=True)
     assert own.meta["diameter_source"] == "per plane"
-    given = count_stack(stack, diameter=14)
+    given = count_stack(stack, "classical", diameter=14)
     assert given.meta["diameter_source"] == "given" and given.diameter == 14
     from napari_sam3.core.counting.count import stack_count_options
 
     opts = stack_count_options(list(stack), "classical", polarity="auto")  # per-plane callers
     assert opts["diameter"] == res.diameter and opts["diameter_source"] == "stack"
-    assert count_objects(stack[1], **opts).count == res.plane_counts[1]
+    assert count_objects(stack[1], "classical", **opts).count == res.plane_counts[1]
     assert stack_count_options(stack, "sam3") == {}
 
 
@@ -602,7 +608,7 @@ def test_shallow_basins_merge_deep_ones_stay():
 
 def test_small_nuclei_count():
     img, gt = synthetic_nuclei((256, 256), seed=5, diameter=8, coverage=0.45)
-    res = count_objects(img)
+    res = count_objects(img, "classical")
     m = match_labels(gt, res.labels)
     assert m["f1"] > 0.85 and abs(m["count_error"]) < 0.12, m  # overlapping pairs: see above
 
@@ -610,12 +616,12 @@ def test_small_nuclei_count():
 def test_size_limits_are_image_pixels_on_the_upsampled_path():
     """Small nuclei are segmented on an upsampled grid; max_size still means image pixels."""
     img, gt = synthetic_nuclei((256, 256), seed=5, diameter=8, coverage=0.45)
-    free = count_objects(img)
+    free = count_objects(img, "classical")
     areas = np.bincount(free.labels.ravel())[1:]
     largest = int(areas.max())
     # a limit just above the largest object keeps every object, one below it drops some
-    assert count_objects(img, max_size=largest + 1).count == free.count
-    assert count_objects(img, max_size=int(np.median(areas))).count < free.count
+    assert count_objects(img, "classical", max_size=largest + 1).count == free.count
+    assert count_objects(img, "classical", max_size=int(np.median(areas))).count < free.count
 
 
 def test_sam3_count_tiles_skip_the_tracker_neck(engine, nuclei):

@@ -21,7 +21,7 @@ def test_tiled_count_matches_whole_plane_and_its_table_matches_its_labels():
     assert abs(n - whole.count) <= 0.03 * whole.count  # seams cost at most a few objects
     assert match_labels(truth, labels)["f1"] >= match_labels(truth, whole.labels)["f1"] - 0.03
     # the table measured at paste time is the table of the final label image
-    again = objects_table(labels, prompts="classical", scale=(0.5, 0.5))
+    again = objects_table(labels, prompts="learned", scale=(0.5, 0.5))  # the default method
     pd.testing.assert_frame_equal(table, again)
     assert table["label"].is_unique
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from napari_sam3._widget import Sam3Widget
-from napari_sam3.core.counting.count import count_objects
+from napari_sam3.core.counting.count import count_objects, count_stack
 from napari_sam3.core.synthetic import synthetic_nuclei
 
 pytestmark = pytest.mark.gui
@@ -34,10 +34,12 @@ def test_classical_count_layers_table_and_csv(qtbot, counter, tmp_path):
     viewer.add_image(image, name="nuclei", scale=(0.5, 0.5))
     tab = widget.count_tab
     tab.refresh_layer_choices()
+    assert tab.method_combo.currentText() == "learned"  # the default
+    tab.method_combo.setCurrentText("classical")
     tab.diameter_spin.setValue(18)
     tab.run_count()
     _wait(qtbot, widget)
-    expected = count_objects(image, diameter=18, scale=(0.5, 0.5))
+    expected = count_objects(image, "classical", diameter=18, scale=(0.5, 0.5))
     labels = viewer.layers["nuclei count (classical)"]
     points = viewer.layers["nuclei count (classical) centroids"]
     assert len(labels.features) == expected.count == len(points.data)
@@ -98,9 +100,11 @@ def test_classical_count_all_slices(qtbot, counter, tmp_path):
     tab.image_combo.setCurrentText("stack")
     assert tab.all_slices_check.isEnabled()
     tab.all_slices_check.setChecked(True)
+    tab.method_combo.setCurrentText("classical")
     tab.run_count()
     qtbot.waitUntil(lambda: widget.idle and tab.last is not None, timeout=60_000)
-    expected = [count_objects(p, scale=(0.5, 0.5)).count for p in planes]
+    # ONE diameter for the whole stack (as count_stack and the CLI), not one per slice
+    expected = count_stack(stack, "classical", scale=(0.5, 0.5)).plane_counts
     out = tab.last
     assert out.slice_counts == expected
     assert f"Total {sum(expected)} objects in 3 slices" in tab.count_label.text()
@@ -138,6 +142,6 @@ def test_all_slices_unchecked_counts_current_slice(qtbot, counter):
     assert tab.all_slices_check.isEnabled() and not tab.all_slices_check.isChecked()
     tab.run_count()
     qtbot.waitUntil(lambda: widget.idle and tab.last is not None, timeout=60_000)
-    layer = viewer.layers["stack count (classical) [1]"]
+    layer = viewer.layers["stack count (learned) [1]"]  # the default counter
     assert layer.data.shape == (1, 96, 96)
     assert tab.last.result.count == count_objects(stack[1]).count

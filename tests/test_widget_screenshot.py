@@ -56,7 +56,7 @@ def test_screenshot_with_widget_docked(
 
 
 def test_count_tab_screenshot_on_the_sample(make_napari_viewer, qtbot, tmp_path):
-    """The first minute with no weights: the offline sample counted by the classical counter."""
+    """The first minute with no download: the offline sample counted by the default counter."""
     import imageio.v3 as iio
 
     from napari_sam3._sample_data import make_nuclei_sample

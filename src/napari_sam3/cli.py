@@ -12,7 +12,14 @@ import os
 import sys
 import traceback
 
-from napari_sam3.core.defaults import COUNT_SCORE_THRESHOLD, DEVICES, MIN_TILE, SCORE_THRESHOLD
+from napari_sam3.core.defaults import (
+    COUNT_METHODS,
+    COUNT_SCORE_THRESHOLD,
+    DEFAULT_COUNT_METHOD,
+    DEVICES,
+    MIN_TILE,
+    SCORE_THRESHOLD,
+)
 from napari_sam3.core.errors import Sam3Error
 
 EXAMPLES = """\
@@ -22,6 +29,7 @@ examples:
   napari-sam3 segment plate/ --exemplar 120,40,160,82 --negative-exemplar 10,10,60,60 --out r/
   napari-sam3 segment plate/ --prompt cell --out results/ --workers 4
   napari-sam3 segment plate/ --prompt cell --refine high --out results/
+  napari-sam3 count plate/ --out counts/           # the shipped nucleus network, no download
   napari-sam3 count plate/ --method classical --diameter 18 --out counts/
   napari-sam3 track movies/*.tif --prompt "nucleus" --out tracks/
   napari-sam3 track hyperstack.tif --prompt cell --axis T --out tracks/
@@ -177,16 +185,22 @@ def build_parser() -> argparse.ArgumentParser:
     cnt = sub.add_parser(
         "count",
         parents=[common],
-        help="count objects (classical or SAM3)",
+        help="count objects (nucleus network, classical or SAM3)",
         description="Count objects per image plane; same outputs as segment.",
     )
-    cnt.add_argument("--method", choices=["classical", "sam3"], default="classical")
+    cnt.add_argument(
+        "--method",
+        choices=list(COUNT_METHODS),
+        default=DEFAULT_COUNT_METHOD,
+        help="learned (default): the nucleus network shipped with the plugin; classical: "
+        "threshold + watershed; both need no download. sam3: SAM3 with --prompt / --exemplar",
+    )
     cnt.set_defaults(threshold=COUNT_SCORE_THRESHOLD)  # the widget's SAM3 count floor too
     cnt.add_argument(
         "--polarity",
         choices=["auto", "bright", "dark"],
         default="auto",
-        help="classical: objects brighter or darker than the background; 'auto' (default) "
+        help="learned / classical: objects brighter or darker than the background; 'auto' (default) "
         "decides per plane and refuses planes that do not look like fluorescence, 'bright' or "
         "'dark' forces the count. A multi-plane file without --diameter is counted at ONE "
         "diameter estimated for the whole file (recorded in manifest.json)",
@@ -399,8 +413,8 @@ def _gui(args) -> int:
     print(
         "SAM3 needs its weights: accept the licence at https://huggingface.co/facebook/sam3 and "
         "run `hf auth login`, or point NAPARI_SAM3_MODEL at a local folder with the checkpoint "
-        "(e.g. NAPARI_SAM3_MODEL=/data/models/sam3 napari-sam3 gui). The classical counter "
-        "works without it.",
+        "(e.g. NAPARI_SAM3_MODEL=/data/models/sam3 napari-sam3 gui). Counting (the nucleus "
+        "network shipped with the plugin, or the classical counter) works without it.",
         file=sys.stderr,
     )
     try:  # torch imported after a QApplication exists can crash (pytorch issue 11326)

@@ -1,10 +1,23 @@
-"""Journey: open napari, an image, Plugins > SAM3; text, clicks, exemplars, box prompt, hand edit,
+"""Journey: open napari, an image, Plugins > SAM3; the default count, then text, clicks, exemplars, box prompt, hand edit,
 every re-filter control, export. Run by test_journeys.py in a fresh process."""
 
 import numpy as np
 from driver import Journey, blobs, run
 from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
+
+
+def count_first(j: Journey) -> None:
+    """Count tab, Count (the default nucleus network runs torch in the viewer's process), then
+    SAM3 loads afterwards in the same process (the triton isolation must still hold)."""
+    c = j.count
+    j.widget.tabs.setCurrentWidget(c)
+    c.count_btn.click()
+    j.wait(lambda: c.last is not None, "the default count")
+    assert c.last.result.method == "learned" and c.last.result.count > 0, c.last.result.warnings
+    assert f"Total: {c.last.result.count} objects" in c.count_label.text()
+    j.screenshot("counted_first")
+    j.widget.tabs.setCurrentWidget(j.seg)
 
 
 def text_prompt(j: Journey) -> None:
@@ -166,7 +179,15 @@ def steps(j: Journey) -> None:
     j.viewer.reset_view()
     assert abs(j.viewer.camera.zoom - zoom) < 1e-6 * zoom, "the view was not refitted to the dock"
     j.screenshot("opened")
-    for step in (text_prompt, clicks, exemplars, box_prompt, hand_edit_survives_refilter, export):
+    for step in (
+        count_first,
+        text_prompt,
+        clicks,
+        exemplars,
+        box_prompt,
+        hand_edit_survives_refilter,
+        export,
+    ):
         step(j)
         j.lap(step.__name__)
 

@@ -1,4 +1,4 @@
-"""Journey: a z/t stack; Track through slices, Count (classical, then SAM3 without and with exemplar
+"""Journey: a z/t stack; Track through slices, Count (the default nucleus network, classical, then SAM3 without and with exemplar
 boxes), the measurements table and its CSV. Run by test_journeys.py in a fresh process with the
 video-capable tiny checkpoint (make_tiny_checkpoint(folder, video=True))."""
 
@@ -51,9 +51,18 @@ def count(j: Journey) -> None:
 
     c = j.count
     j.widget.tabs.setCurrentWidget(c)
+    assert c.method_combo.currentText() == "learned"  # what a person gets by pressing Count
+    c.count_btn.click()
+    j.wait(lambda: c.last is not None, "the default (nucleus network) count")
+    first = c.last.result
+    assert first.method == "learned" and first.count > 0, (first.count, first.warnings)
+    assert f"Total: {first.count} objects" in c.count_label.text()
+    assert any("count (learned)" in n for n in j.layer_names())
+    j.screenshot("count_learned")
+
     c.method_combo.setCurrentText("classical")
     c.count_btn.click()
-    j.wait(lambda: c.last is not None, "the classical count")
+    j.wait(lambda: c.last.result.method == "classical", "the classical count")
     result = c.last.result
     assert result.count > 0 and f"Total: {result.count} objects" in c.count_label.text()
     names = j.layer_names()

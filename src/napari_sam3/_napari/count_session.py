@@ -34,17 +34,18 @@ from napari_sam3._napari.count_results import (
 )
 from napari_sam3._napari.notify import notify_info, notify_warning
 from napari_sam3._napari.plane_run import PlaneRun
+from napari_sam3.core.defaults import COUNT_METHODS, DEFAULT_COUNT_METHOD, WITHOUT_SAM3
 from napari_sam3.core.progress import Progress
 from napari_sam3.io.tables import write_table_csv
 
-METHODS = ("classical", "sam3")
+METHODS = COUNT_METHODS
 
 
 @dataclass(frozen=True)
 class CountRequest:
     """The Count controls: method, diameter (None: estimate), concepts, exemplar boxes, all slices."""
 
-    method: str = "classical"
+    method: str = DEFAULT_COUNT_METHOD
     diameter: float | None = None
     concepts: str = ""
     use_boxes: bool = False
@@ -142,18 +143,24 @@ class CountSession:
         indices = slice_indices(ref, data)
 
         def make():
-            from napari_sam3.core.counting.count import iter_count
+            from napari_sam3.core.counting.count import iter_count, stack_count_options
 
             engine = None
             if method == "sam3":
                 engine = yield from holder.iter_engine(source, device)
+            opts = options
+            if method in WITHOUT_SAM3 and options.get("diameter") is None:
+                # a z/t stack is one object of study: ONE diameter for all its slices
+                yield Progress("Estimating one object diameter for all slices...", 0, None)
+                slices = _Slices(data, ref, indices)
+                opts = stack_count_options(slices, method, **options)
             results = []
             n = len(indices)
             for k, idx in enumerate(indices):
                 where = ",".join(map(str, idx))
                 yield Progress(f"Counting slice {k + 1}/{n} [{where}]...", k, n)
                 plane = L.read_plane(data, replace(ref, index=idx))
-                result = yield from iter_count(plane, method, engine=engine, **options)
+                result = yield from iter_count(plane, method, engine=engine, **opts)
                 results.append(result)
             yield Progress(f"Counted {n} slices; building layers...", n, n)
             out = prepare_count_stack(results, indices, ref)
@@ -201,3 +208,16 @@ class CountSession:
         write_table_csv(path, self.last.export, overwrite=True)
         self.events.status(value=f"Table written to {path}")
         return str(path)
+
+
+class _Slices:
+    """``len`` and indexing over the slices of a layer (what the stack diameter estimate samples)."""
+
+    def __init__(self, data, ref, indices) -> None:
+        self._data, self._ref, self._indices = data, ref, indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, k: int):
+        return L.read_plane(self._data, replace(self._ref, index=self._indices[k]))

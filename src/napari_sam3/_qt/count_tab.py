@@ -1,4 +1,4 @@
-"""The "Count" tab: count objects on the current plane (classical default, or SAM3), show and export.
+"""The "Count" tab: count objects on the current plane (nucleus network, classical or SAM3), show and export.
 
 Wiring only: the tab reads its controls into a `CountRequest` and calls
 `_napari.count_session.CountSession`, which runs the count, adds the layers and keeps the last
@@ -58,7 +58,9 @@ class CountTab(PlaneTab):
         self.method_combo = QComboBox()
         self.method_combo.addItems(METHODS)
         self.method_combo.setToolTip(
-            "classical: threshold + watershed split, no model, seconds (the default).\n"
+            "learned: the nucleus network shipped with the plugin, no download, seconds "
+            "(the default; fluorescent nuclei).\n"
+            "classical: threshold + watershed split, no network, seconds.\n"
             "sam3: SAM3 with the concept below (and exemplar boxes), tiled at the object size."
         )
         self.method_combo.currentIndexChanged.connect(self._on_method_changed)

@@ -18,6 +18,7 @@ from napari_sam3.batch.assemble import assemble_planes
 from napari_sam3.batch.loop import Command, Item, ModelLoadError, run_command
 from napari_sam3.batch.runner import BatchReport, FileJob
 from napari_sam3.batch.settings import BatchSettings
+from napari_sam3.core.defaults import WITHOUT_SAM3
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.results.refine import check_level, filter_candidates, refine_label_image
 from napari_sam3.io.export import export_plane, output_paths
@@ -107,12 +108,12 @@ class PlaneCommand(Command):
             mask_threshold=settings.mask_threshold if settings.method == "sam3" else None,
             diameter=info.get("diameter", settings.diameter),
             diameter_source=info.get("diameter_source"),
-            polarity=settings.polarity if settings.method == "classical" else None,
+            polarity=settings.polarity if settings.method in WITHOUT_SAM3 else None,
             warnings=info.get("warnings") or None,
             refine=settings.refine if settings.command == "segment" else None,
         )
         values = {"count": count}
-        if settings.method == "classical":
+        if settings.method in WITHOUT_SAM3:
             keys = ("diameter", "diameter_source", "warnings")
             values.update({k: info[k] for k in keys if info.get(k) is not None})
             values["polarity"] = settings.polarity
@@ -216,14 +217,14 @@ class FileDiameter:
 
     def get(self) -> float | None:
         s = self._settings
-        if self._done or s.method != "classical" or s.diameter is not None:
+        if self._done or s.method not in WITHOUT_SAM3 or s.diameter is not None:
             return self.diameter if self._done else None
         self._done = True
         if len(self._planes) > 1:
             from napari_sam3.core.counting.count import stack_count_options
 
             lazy = _PlaneData(self._planes)
-            opts = stack_count_options(lazy, polarity=s.polarity, rgb=self._planes[0].rgb)
+            opts = stack_count_options(lazy, s.method, polarity=s.polarity, rgb=self._planes[0].rgb)
             self.diameter = opts.get("diameter")
         self._planes = None  # the planes are the loop's from here on
         return self.diameter
@@ -261,14 +262,19 @@ def _count(plane, settings: BatchSettings, on_progress=None, file_diameter=None,
     info["diameter_source"] = source
     if is_large_plane(plane.data, plane.rgb):  # bounded by the tile, not the plane
         gen = iter_count_large_plane(
-            plane.data, diameter, rgb=plane.rgb, scale=plane.scale, polarity=settings.polarity
+            plane.data,
+            diameter,
+            rgb=plane.rgb,
+            scale=plane.scale,
+            polarity=settings.polarity,
+            method=settings.method,
         )
         labels, table, used = _drive(gen, plane.stem, on_progress)
         info["diameter"] = _rounded(used)
         return labels, table, None
     gen = iter_count(
         plane.data,
-        "classical",
+        settings.method,
         diameter=diameter,
         rgb=plane.rgb,
         polarity=settings.polarity,
@@ -278,7 +284,7 @@ def _count(plane, settings: BatchSettings, on_progress=None, file_diameter=None,
     info["diameter"] = _rounded(result.diameter)
     info["warnings"] = list(result.warnings)
     labels = np.asarray(result.labels)
-    table = count_table(labels, result.table, plane.scale, "classical")
+    table = count_table(labels, result.table, plane.scale, settings.method)
     return labels, table, None
 
 

@@ -16,6 +16,13 @@ SCORE_THRESHOLD = 0.5  # minimum SAM3 score kept by segment and track (widget an
 COUNT_SCORE_THRESHOLD = 0.3
 MASK_THRESHOLD = 0.5  # mask-logit probability that makes a pixel part of an object
 
+# Counting without SAM3: "learned" (the shipped nucleus network, benchmarks/results_real.md) or
+# "classical" (threshold + watershed); both need no download. Widget, CLI and Python API default.
+COUNT_METHODS = ("learned", "classical", "sam3")
+WITHOUT_SAM3 = ("learned", "classical")  # counters that take a diameter, not prompts
+DEFAULT_COUNT_METHOD = "learned"
+NUCLEUS_NET_ENV = "NAPARI_SAM3_NUCLEUS_NET"  # weights of your own training run (safetensors)
+
 # Smallest tile side SAM3 counting accepts: below it a tile holds too little context for SAM3
 # (its input is 1008 px, so a 64 px tile is already upsampled ~16x).
 MIN_TILE = 64

@@ -35,30 +35,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_sam3.core.classical.diameter import estimate_diameter, estimate_plane_diameter
+from napari_sam3.core.classical.diameter import estimate_diameter
 from napari_sam3.core.classical.edges import fit_edges
-from napari_sam3.core.classical.foreground import detect_polarity, foreground, to_unit_range
-from napari_sam3.core.classical.intensity import (
-    contrast_to_noise,
-    pixel_noise,
-    remove_hot_pixels,
-    to_intensity,
-)
+from napari_sam3.core.classical.intensity import contrast_to_noise, to_intensity
 from napari_sam3.core.classical.resolution import (
-    block_mean,
     labels_from_upsampled,
-    upsample,
-    upsample_factor,
     upsample_labels,
-    work_factor,
 )
+from napari_sam3.core.classical.screening import screen_plane, working_foreground
 from napari_sam3.core.classical.seeds import SPLIT_MODES
 from napari_sam3.core.classical.split import split_touching
-from napari_sam3.core.classical.suitability import (
-    NOT_FLUORESCENCE,
-    NOTHING_ABOVE_NOISE,
-    looks_transmitted,
-)
+from napari_sam3.core.classical.suitability import NOTHING_ABOVE_NOISE
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.progress import Progress, ProgressGen, run_to_end
 
@@ -121,45 +108,18 @@ def iter_segment_classical(
     exclude_border : bool
         Remove objects that touch the image border.
     """
-    img = to_intensity(image, channel)
-    warnings: list[str] = []
     total = 4
-    yield Progress("Classical count: reading the image", 0, total)
-    if diameter is None or diameter > 2:  # objects of 1-2 px would look like hot pixels
-        img, n_hot = remove_hot_pixels(img)
-        if n_hot:
-            warnings.append(
-                f"Ignored {n_hot} hot pixels (single pixels far above their neighbours)."
-            )
-    if float(img.max()) <= float(img.min()):
-        warnings.append("The image is constant; no objects can be found.")
-        return _nothing(img, diameter, warnings)
-    noise = pixel_noise(img)
-    if polarity == "auto":
-        polarity = detect_polarity(to_unit_range(img))
-        if looks_transmitted(img if polarity == "bright" else -img, noise):
-            warnings.append(NOT_FLUORESCENCE)
-            return _nothing(img, diameter, warnings)
-    estimated = None
-    if diameter is None:
-        yield Progress("Classical count: estimating the object diameter", 1, total)
-        estimated = estimate_plane_diameter(img, polarity, noise)
-        if not np.isfinite(estimated):
-            warnings.append(NOTHING_ABOVE_NOISE)
-            return _nothing(img, None, warnings)
-        diameter = estimated
-    diameter = float(diameter)
-    if not diameter > 0:
-        raise Sam3Error(f"The diameter must be a positive number of pixels, got {diameter}.")
-    f = work_factor(diameter, img.size)
-    up = upsample_factor(diameter, img.size)
-    small = block_mean(img, f) if up == 1 else upsample(img, up)
-    d_small = diameter / f * up
-    yield Progress("Classical count: background, smoothing, threshold", 2, total)
-    noise_small = noise / f if up == 1 else noise  # a block mean of f x f pixels: sigma / f
-    corr, mask, polarity_used, t = foreground(
-        small, d_small, polarity, threshold, background, noise_small, float(up)
+    plane = yield from screen_plane(
+        image, diameter, channel=channel, polarity=polarity, label="Classical count", total=total
     )
+    img, warnings, estimated = plane.img, plane.warnings, plane.estimated
+    if plane.nothing:
+        return _nothing(img, diameter, warnings)
+    diameter = plane.diameter
+    yield Progress("Classical count: background, smoothing, threshold", 2, total)
+    work = working_foreground(plane, threshold, background)
+    small, f, up, d_small = work.small, work.f, work.up, work.d_small
+    corr, mask, polarity_used, t = work.corr, work.mask, work.polarity, work.threshold
     if not mask.any():
         warnings.append(NOTHING_ABOVE_NOISE)
         return _nothing(img, diameter, warnings, estimated)

@@ -1,6 +1,8 @@
-"""Counting objects: the classical default (no weights, seconds) and SAM3 (text / exemplars, tiled).
+"""Counting objects: the shipped nucleus network (default), the classical counter (both no
+download, seconds) and SAM3 (text / exemplars, tiled).
 
-    result = count_objects(image)                                   # classical, diameter estimated
+    result = count_objects(image)                                   # learned, diameter estimated
+    result = count_objects(image, "classical")                      # threshold + watershed
     result = count_objects(image, diameter=18, scale=(0.325, 0.325))
     result = count_objects(image, "sam3", prompt="nucleus", engine=engine)
     result = count_objects(image, "sam3", exemplars=[[x0, y0, x1, y1]], engine=engine)
@@ -24,8 +26,14 @@ from napari_sam3.core.classical.diameter import estimate_stack_diameter
 from napari_sam3.core.classical.intensity import to_intensity
 from napari_sam3.core.classical.pipeline import iter_segment_classical
 from napari_sam3.core.counting.sam3_tiled import filter_sam3_labels, iter_count_sam3
-from napari_sam3.core.defaults import COUNT_SCORE_THRESHOLD
+from napari_sam3.core.defaults import (
+    COUNT_METHODS,
+    COUNT_SCORE_THRESHOLD,
+    DEFAULT_COUNT_METHOD,
+    WITHOUT_SAM3,
+)
 from napari_sam3.core.errors import Sam3Error
+from napari_sam3.core.learned.pipeline import iter_segment_learned
 from napari_sam3.core.progress import Progress, ProgressGen, run_to_end
 from napari_sam3.core.results.measure import count_distinct, measure_labels
 
@@ -38,7 +46,7 @@ __all__ = [
     "stack_count_options",
 ]
 
-METHODS = ("classical", "sam3")
+METHODS = COUNT_METHODS
 DIAMETER_WARN_RATIO = 1.5  # warn when the given diameter is this far from the measured median
 
 
@@ -51,8 +59,8 @@ class CountResult:
     labels : (H, W) or, for a stack, (N, H, W) int32 label image.
     table : one row per object (see `core.measure.measure_labels`); a ``plane`` column for stacks.
     count : number of distinct non-zero labels.
-    counts : objects per concept (prompt); ``{"classical": n}`` for the classical method.
-    method : "classical" or "sam3".
+    counts : objects per concept (prompt); ``{method: n}`` for the learned and classical methods.
+    method : "learned", "classical" or "sam3".
     diameter : diameter used, in pixels (given or estimated); NaN when unknown.
     warnings : messages for the user (diameter far from the measured one, no objects, ...).
     plane_counts : per-plane counts of a stack (empty for a single plane).
@@ -71,7 +79,7 @@ class CountResult:
 
 
 # ------------------------------------------------------------------------------ public API
-def count_objects(image: np.ndarray, method: str = "classical", **kwargs) -> CountResult:
+def count_objects(image: np.ndarray, method: str = DEFAULT_COUNT_METHOD, **kwargs) -> CountResult:
     """Count objects in one 2-D plane (gray, RGB or multichannel with ``channel``).
 
     Synchronous form of `iter_count`; see there for the arguments.
@@ -79,14 +87,14 @@ def count_objects(image: np.ndarray, method: str = "classical", **kwargs) -> Cou
     return run_to_end(iter_count(image, method, **kwargs))
 
 
-def count_stack(stack: np.ndarray, method: str = "classical", **kwargs) -> CountResult:
+def count_stack(stack: np.ndarray, method: str = DEFAULT_COUNT_METHOD, **kwargs) -> CountResult:
     """Count each plane of a (N, H, W) stack (or (N, H, W, 3) RGB); synchronous `iter_count_stack`."""
     return run_to_end(iter_count_stack(stack, method, **kwargs))
 
 
 def iter_count(
     image: np.ndarray,
-    method: str = "classical",
+    method: str = DEFAULT_COUNT_METHOD,
     *,
     diameter: float | None = None,
     prompt: str | Sequence[str] | None = None,
@@ -115,7 +123,8 @@ def iter_count(
     Parameters
     ----------
     image : 2-D plane, (H, W, 3|4) RGB(A) or multichannel (pick ``channel``).
-    method : "classical" (default; no model) or "sam3" (needs ``engine`` and ``prompt``/``exemplars``).
+    method : "learned" (default: the shipped nucleus network, `core.learned`), "classical"
+        (threshold + watershed, no network) or "sam3" (needs ``engine`` and ``prompt``/``exemplars``).
     diameter : expected object diameter in pixels; estimated when None. Sets the smoothing, the
         splitting distance and the size filter (classical) and the tile size (sam3).
     prompt : sam3 concept(s): "nucleus" or "nucleus, mitotic cell" or a list.
@@ -133,7 +142,9 @@ def iter_count(
         stack's own estimate, `iter_count_stack`).
     """
     if method not in METHODS:
-        raise Sam3Error(f"Unknown counting method {method!r}; use 'classical' or 'sam3'.")
+        raise Sam3Error(
+            f"Unknown counting method {method!r}; use 'learned', 'classical' or 'sam3'."
+        )
     if scale is not None:
         scale = (float(scale[-2]), float(scale[-1]))
         if not (scale[0] > 0 and scale[1] > 0):
@@ -163,6 +174,22 @@ def iter_count(
             "work_factor": res.work_factor,
             "estimated_diameter": res.estimated_diameter,
             "work_labels": res.work_labels,
+        }
+    elif method == "learned":
+        res = yield from iter_segment_learned(
+            intensity,
+            diameter,
+            polarity=polarity,
+            min_size=min_size,
+            max_size=max_size,
+            exclude_border=exclude_border,
+        )
+        labels, warnings, used_d = res.labels, list(res.warnings), res.diameter
+        scores, prompts = None, "learned"
+        meta = {
+            "polarity": res.polarity,
+            "network_scale": res.factor,
+            "estimated_diameter": res.estimated_diameter,
         }
     else:
         labels, score_arr, prompt_list, used_d, warnings, meta = yield from iter_count_sam3(
@@ -198,8 +225,8 @@ def iter_count(
     )
     count = count_distinct(labels if work is None else work)
     counts = {str(k): int(v) for k, v in table["prompt"].value_counts(sort=False).items()}
-    if method == "classical":
-        counts = {"classical": count}
+    if method in WITHOUT_SAM3:
+        counts = {method: count}
     if count == 0 and not warnings:
         warnings.append("No objects were found.")
     elif diameter is not None and diameter_source == "given":
@@ -222,7 +249,7 @@ def iter_count(
     )
 
 
-def stack_count_options(planes, method: str = "classical", **options) -> dict:
+def stack_count_options(planes, method: str = DEFAULT_COUNT_METHOD, **options) -> dict:
     """``options`` for counting each plane of a stack with `iter_count`, with ONE diameter for
     the whole stack (`estimate_stack_diameter`) when the classical method has none given.
 
@@ -230,7 +257,7 @@ def stack_count_options(planes, method: str = "classical", **options) -> dict:
     runner): ``planes`` needs only ``len`` and integer indexing (array, dask array, lazy list).
     The options come back unchanged for sam3, a given diameter, or a stack with nothing to measure.
     """
-    if method != "classical" or options.get("diameter") is not None:
+    if method not in WITHOUT_SAM3 or options.get("diameter") is not None:
         return dict(options)
     d = estimate_stack_diameter(
         planes,
@@ -245,7 +272,7 @@ def stack_count_options(planes, method: str = "classical", **options) -> dict:
 
 def iter_count_stack(
     stack: np.ndarray,
-    method: str = "classical",
+    method: str = DEFAULT_COUNT_METHOD,
     *,
     rgb: bool | None = None,
     per_plane_diameter: bool = False,
@@ -268,7 +295,7 @@ def iter_count_stack(
         raise Sam3Error(f"A stack of planes is needed, got shape {arr.shape}.")
     n = arr.shape[0]
     plane_rgb = is_rgb if arr.ndim == 4 else None
-    if method == "classical" and kwargs.get("diameter") is None and not per_plane_diameter:
+    if method in WITHOUT_SAM3 and kwargs.get("diameter") is None and not per_plane_diameter:
         yield Progress("Estimating one object diameter for the stack", 0, n)
         kwargs = stack_count_options(arr, method, rgb=plane_rgb, **kwargs)
         kwargs.pop("rgb")

