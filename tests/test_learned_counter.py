@@ -137,3 +137,19 @@ def test_a_foreign_weights_file_via_the_env_var_is_one_clear_error(tmp_path, mon
     monkeypatch.setenv("NAPARI_SAM3_NUCLEUS_NET", str(bad))
     with pytest.raises(Sam3Error, match="NAPARI_SAM3_NUCLEUS_NET"):
         count_objects(synthetic_nuclei((96, 96), seed=1)[0], "learned", diameter=16)
+
+
+@pytest.mark.parametrize("wrong", [0.5, 2.0])
+def test_a_wrong_estimate_is_corrected_by_the_nuclei_found(nuclei, counted, monkeypatch, wrong):
+    """The diameter estimate off by 2x: the network's nuclei say so and it looks again at theirs;
+    a diameter the USER gives is used as given."""
+    import napari_sam3.core.classical.screening as screening
+
+    img, truth = nuclei
+    true_d = counted.diameter
+    monkeypatch.setattr(screening, "estimate_plane_diameter", lambda *a, **k: true_d * wrong)
+    res = count_objects(img, "learned")
+    assert abs(res.diameter / true_d - 1) < 0.25, (res.diameter, true_d)
+    assert match_labels(truth, res.labels)["f1"] >= 0.85
+    given = count_objects(img, "learned", diameter=true_d * wrong)
+    assert given.diameter == true_d * wrong

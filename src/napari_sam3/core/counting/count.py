@@ -33,7 +33,7 @@ from napari_sam3.core.defaults import (
     WITHOUT_SAM3,
 )
 from napari_sam3.core.errors import Sam3Error
-from napari_sam3.core.learned.pipeline import iter_segment_learned
+from napari_sam3.core.learned.pipeline import iter_segment_learned, stack_diameter
 from napari_sam3.core.progress import Progress, ProgressGen, run_to_end
 from napari_sam3.core.results.measure import count_distinct, measure_labels
 
@@ -267,6 +267,13 @@ def stack_count_options(planes, method: str = DEFAULT_COUNT_METHOD, **options) -
     )
     if not np.isfinite(d):
         return dict(options)
+    if method == "learned":  # the network checks the estimate on the middle plane of the stack
+        mid = np.asarray(planes[len(planes) // 2])
+        d = stack_diameter(
+            to_intensity(mid, options.get("channel"), options.get("rgb")),
+            d,
+            options.get("polarity", "auto"),
+        )
     return {**options, "diameter": d, "diameter_source": "stack"}
 
 

@@ -5,7 +5,9 @@
 2. the plane normalised and resized so nuclei are CANONICAL_DIAMETER px (`scaling`);
 3. the network's foreground and centredness maps, in tiles on large planes (`predict`);
 4. one object per high-centredness core, outlines from the foreground map at full size
-   (`instances`); size filter and border removal as in the classical counter.
+   (`instances`); size filter and border removal as in the classical counter;
+5. an estimated diameter is checked against the nuclei found: when their median is more than
+   1.25x away, steps 3-4 run again at their diameter (at most twice).
 
 Trained by training/train_nucleus_net.py on the "train" images of benchmarks/real_sets.py and
 synthetic planes; accuracy on images it never saw: benchmarks/results_real.md.
@@ -26,9 +28,13 @@ from napari_sam3.core.learned.predict import predict_maps
 from napari_sam3.core.learned.scaling import normalise, scale_for
 from napari_sam3.core.progress import Progress, ProgressGen, run_to_end
 
-__all__ = ["LearnedResult", "iter_segment_learned", "segment_learned"]
+__all__ = ["LearnedResult", "iter_segment_learned", "segment_learned", "stack_diameter"]
 
 MIN_AREA_FRACTION = 0.15  # default smallest object: 15 % of the expected area (as classical)
+# The network was trained on nuclei at 0.75-1.33 x its scale (the range of our estimate's error);
+# found nuclei outside 1.25 x the estimate mean it was seen at the wrong scale: look again.
+SCALE_TOLERANCE = 1.25
+MAX_REFINE = 2
 
 
 @dataclass
@@ -55,9 +61,14 @@ def iter_segment_learned(
     min_size: float | None = None,
     max_size: float | None = None,
     exclude_border: bool = False,
+    check_diameter: bool | None = None,
 ) -> ProgressGen[LearnedResult]:
     """Segment nuclei; yields `Progress`, returns a `LearnedResult` (arguments as the classical
-    `iter_segment_classical`: diameter in pixels, estimated when None; sizes in image pixels)."""
+    `iter_segment_classical`: diameter in pixels, estimated when None; sizes in image pixels).
+
+    ``check_diameter``: compare the diameter with the nuclei found and look again at theirs when
+    far off (step 5); default only for an estimated diameter, True also for a given one (what
+    `stack_diameter` does with a stack's estimate)."""
     total = 4
     plane = yield from screen_plane(
         image, diameter, channel=channel, polarity=polarity, label="Nucleus model", total=total
@@ -72,14 +83,25 @@ def iter_segment_learned(
         warnings = [*plane.warnings, NOTHING_ABOVE_NOISE]
         return LearnedResult(np.zeros(img.shape, np.int32), d, None, "bright", 1.0, warnings)
     net, _ = load_network()
-    factor = scale_for(plane.diameter)
     norm = normalise(img if plane.polarity == "bright" else -img)
-    fg, centre = predict_maps(net, norm, factor)
-    yield Progress("Nucleus model: separating touching nuclei", 3, total)
-    expected = np.pi * (CANONICAL_DIAMETER / 2) ** 2
-    net_px = factor**2  # network-scale pixels per image pixel
-    min_area = MIN_AREA_FRACTION * expected if min_size is None else float(min_size) * net_px
-    lab = instances(fg, centre, min_area)
+    used = plane.diameter
+    check = plane.estimated is not None if check_diameter is None else check_diameter
+    last = MAX_REFINE if check else 0
+    for attempt in range(last + 1):
+        factor = scale_for(used)
+        fg, centre = predict_maps(net, norm, factor)
+        yield Progress("Nucleus model: separating touching nuclei", 3, total)
+        expected = np.pi * (CANONICAL_DIAMETER / 2) ** 2
+        net_px = factor**2  # network-scale pixels per image pixel
+        min_area = MIN_AREA_FRACTION * expected if min_size is None else float(min_size) * net_px
+        lab = instances(fg, centre, min_area)
+        found = _median_diameter(lab) / factor
+        # an ESTIMATED diameter is checked against the nuclei the network found: when they are
+        # far from it, the network saw them at a scale it was not trained for; look again at
+        # theirs (a diameter the user gave is used as given)
+        if attempt == last or not np.isfinite(found) or _within(found / used):
+            break
+        used = found
     labels = full_size_labels(lab, fg, img.shape)
     if max_size is not None:
         areas = np.bincount(labels.ravel())
@@ -94,6 +116,21 @@ def iter_segment_learned(
     from skimage.segmentation import relabel_sequential
 
     labels = relabel_sequential(labels)[0].astype(np.int32, copy=False)
-    return LearnedResult(
-        labels, plane.diameter, plane.estimated, plane.polarity, factor, plane.warnings
-    )
+    return LearnedResult(labels, used, plane.estimated, plane.polarity, factor, plane.warnings)
+
+
+def stack_diameter(plane: np.ndarray, estimate: float, polarity: str = "auto") -> float:
+    """A stack's estimated diameter checked by the network on one of its planes (step 5 of the
+    plane pipeline, once for the whole stack so its planes still share one scale)."""
+    res = segment_learned(plane, estimate, polarity=polarity, check_diameter=True)
+    return res.diameter if res.labels.any() and np.isfinite(res.diameter) else estimate
+
+
+def _median_diameter(lab: np.ndarray) -> float:
+    areas = np.bincount(lab.ravel())[1:]
+    areas = areas[areas > 0]
+    return float(np.median(np.sqrt(4 * areas / np.pi))) if areas.size else float("nan")
+
+
+def _within(ratio: float) -> bool:
+    return 1 / SCALE_TOLERANCE <= ratio <= SCALE_TOLERANCE
