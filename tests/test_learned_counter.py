@@ -153,3 +153,26 @@ def test_a_wrong_estimate_is_corrected_by_the_nuclei_found(nuclei, counted, monk
     assert match_labels(truth, res.labels)["f1"] >= 0.85
     given = count_objects(img, "learned", diameter=true_d * wrong)
     assert given.diameter == true_d * wrong
+
+
+def test_cancel_between_tiles(nuclei, monkeypatch):
+    from napari_sam3.core.counting.count import iter_count
+    from napari_sam3.core.errors import Cancelled
+    from napari_sam3.core.progress import run_to_end
+
+    import threading
+
+    monkeypatch.setattr(predict_mod, "TILE", 64)
+    seen, cancel = [], threading.Event()
+
+    def on_progress(p):
+        if "tile" in p.message and p.total:
+            seen.append(p.step)
+            if len(seen) == 2:
+                cancel.set()
+
+    with pytest.raises(Cancelled):
+        run_to_end(
+            iter_count(nuclei[0], "learned", diameter=18), on_progress=on_progress, cancel=cancel
+        )
+    assert seen == [0, 1]  # stopped after the second tile of 25, not at the end

@@ -24,6 +24,7 @@ import real_sets as R  # noqa: E402
 from targets import centredness  # noqa: E402
 
 from napari_sam3.core.learned.network import CANONICAL_DIAMETER  # noqa: E402
+from napari_sam3.core.learned.pipeline import median_diameter  # noqa: E402
 from napari_sam3.core.learned.scaling import normalise, resize  # noqa: E402
 from napari_sam3.core.synthetic import synthetic_nuclei  # noqa: E402
 
@@ -44,12 +45,6 @@ class Plane:
     image: np.ndarray  # float32, normalised, at the network's scale
     foreground: np.ndarray  # uint8
     centre: np.ndarray  # float32 0..1
-
-
-def median_diameter(lab: np.ndarray) -> float:
-    areas = np.bincount(lab.ravel())[1:]
-    areas = areas[areas > 0]
-    return float(np.median(np.sqrt(4 * areas / np.pi))) if areas.size else float("nan")
 
 
 def _at_scales(source, name, img, lab, d) -> list[Plane]:

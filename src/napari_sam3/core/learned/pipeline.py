@@ -24,11 +24,17 @@ from napari_sam3.core.classical.suitability import NOTHING_ABOVE_NOISE
 from napari_sam3.core.learned.instances import full_size_labels, instances
 from napari_sam3.core.learned.model_file import load_network
 from napari_sam3.core.learned.network import CANONICAL_DIAMETER
-from napari_sam3.core.learned.predict import predict_maps
+from napari_sam3.core.learned.predict import iter_predict_maps
 from napari_sam3.core.learned.scaling import normalise, scale_for
 from napari_sam3.core.progress import Progress, ProgressGen, run_to_end
 
-__all__ = ["LearnedResult", "iter_segment_learned", "segment_learned", "stack_diameter"]
+__all__ = [
+    "LearnedResult",
+    "iter_segment_learned",
+    "median_diameter",
+    "segment_learned",
+    "stack_diameter",
+]
 
 MIN_AREA_FRACTION = 0.15  # default smallest object: 15 % of the expected area (as classical)
 # The network was trained on nuclei at 0.75-1.33 x its scale (the range of our estimate's error);
@@ -89,13 +95,13 @@ def iter_segment_learned(
     last = MAX_REFINE if check else 0
     for attempt in range(last + 1):
         factor = scale_for(used)
-        fg, centre = predict_maps(net, norm, factor)
+        fg, centre = yield from iter_predict_maps(net, norm, factor)
         yield Progress("Nucleus model: separating touching nuclei", 3, total)
         expected = np.pi * (CANONICAL_DIAMETER / 2) ** 2
         net_px = factor**2  # network-scale pixels per image pixel
         min_area = MIN_AREA_FRACTION * expected if min_size is None else float(min_size) * net_px
         lab = instances(fg, centre, min_area)
-        found = _median_diameter(lab) / factor
+        found = median_diameter(lab) / factor
         # an ESTIMATED diameter is checked against the nuclei the network found: when they are
         # far from it, the network saw them at a scale it was not trained for; look again at
         # theirs (a diameter the user gave is used as given)
@@ -126,7 +132,8 @@ def stack_diameter(plane: np.ndarray, estimate: float, polarity: str = "auto") -
     return res.diameter if res.labels.any() and np.isfinite(res.diameter) else estimate
 
 
-def _median_diameter(lab: np.ndarray) -> float:
+def median_diameter(lab: np.ndarray) -> float:
+    """Median equivalent diameter of the objects of a label image (NaN when none)."""
     areas = np.bincount(lab.ravel())[1:]
     areas = areas[areas > 0]
     return float(np.median(np.sqrt(4 * areas / np.pi))) if areas.size else float("nan")
