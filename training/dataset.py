@@ -21,9 +21,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import real_sets as R  # noqa: E402
-from targets import centredness  # noqa: E402
 
 from napari_sam3.core.learned.network import CANONICAL_DIAMETER  # noqa: E402
+from napari_sam3.core.learned.targets import centredness  # noqa: E402
 from napari_sam3.core.learned.pipeline import median_diameter  # noqa: E402
 from napari_sam3.core.learned.scaling import normalise, resize  # noqa: E402
 from napari_sam3.core.synthetic import synthetic_nuclei  # noqa: E402

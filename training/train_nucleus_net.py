@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from scipy import ndimage as ndi
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dataset  # noqa: E402
 
+from napari_sam3.core.learned.augment import photometric  # noqa: E402
 from napari_sam3.core.learned.model_file import SHIPPED, WIDTHS  # noqa: E402
 from napari_sam3.core.learned.network import CANONICAL_DIAMETER, NucleusNet  # noqa: E402
 
@@ -45,14 +45,7 @@ def crop(plane: dataset.Plane, rng: np.random.Generator):
     k = int(rng.integers(4))
     flip = bool(rng.integers(2))
     out = [np.rot90(a[:, ::-1] if flip else a, k) for a in out]
-    img = out[0].astype(np.float32)
-    # what differs between microscopes: contrast, offset, gamma, noise, blur
-    if rng.random() < 0.3:
-        img = ndi.gaussian_filter(img, rng.uniform(0.5, 1.5))
-    pos = np.clip(img, 0, None)
-    img = img - pos + pos ** rng.uniform(0.7, 1.4)
-    img = img * rng.uniform(0.6, 1.4) + rng.uniform(-0.1, 0.1)
-    img = img + rng.normal(0, rng.uniform(0, 0.08), img.shape)
+    img = photometric(out[0], rng)
     return np.stack([img.astype(np.float32), out[1].copy(), out[2].copy()])
 
 

@@ -1,9 +1,15 @@
-"""Training targets from an instance label image: foreground and per-nucleus centredness."""
+"""Training targets from an instance label image: foreground and per-nucleus centredness.
+
+One home for the maps the nucleus network learns: the shipped network's training
+(training/train_nucleus_net.py) and fine-tuning on a user's labels both build them here.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+
+__all__ = ["centredness"]
 
 
 def centredness(lab: np.ndarray) -> np.ndarray:
