@@ -1,4 +1,4 @@
-"""core.model: finding and loading SAM3, and refusing every broken or inaccessible checkpoint."""
+"""core.sam3.loading: finding and loading SAM3, and refusing every broken or inaccessible checkpoint."""
 
 import json
 import shutil

@@ -1,4 +1,4 @@
-"""Mask refinement (core.refine) and the filter chain, without a screen; and ``segment --refine``
+"""Mask refinement (core.results.refine) and the filter chain, without a screen; and ``segment --refine``
 end to end through the CLI on the tiny checkpoint (the refinement must reach the written labels and
 manifest)."""
 

@@ -9,7 +9,7 @@ rotate, shear and affine are copied unchanged). napari shows it on slice ``k`` o
 ``H * W`` label pixels instead of the whole stack. Commits from clicks go into a full-size target layer
 (the user's annotation layer), because that one collects objects from many slices.
 
-Mask refinement and the threshold / min-area filter live in `core.refine`.
+Mask refinement and the threshold / min-area filter live in `core.results.refine`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ class BatchSettings:
     (segment is always ``"sam3"``). ``prompts`` are concepts; ``exemplars`` pixel boxes
     ``(x0, y0, x1, y1)`` used on every image (positive: "objects like this");
     ``negative_exemplars`` boxes of the same form labelled negative ("not like this"). ``tile`` is None, ``"auto"`` or a tile size in pixels.
-    ``refine`` is the mask refinement of ``segment`` (`core.refine`): ``"low"`` (raw masks),
+    ``refine`` is the mask refinement of ``segment`` (`core.results.refine`): ``"low"`` (raw masks),
     ``"medium"`` or ``"high"``.
     """
 

@@ -4,7 +4,7 @@ Public API (other modules code against these names; they stay stable):
 
     engine = Sam3Engine.load(source=None, device="auto", dtype=None)
         source: hub id or local folder; None -> $NAPARI_SAM3_MODEL or "facebook/sam3".
-        Loads once per process (thread-safe, cached by source/device/dtype) via core.model.
+        Loads once per process (thread-safe, cached by source/device/dtype) via core.sam3.loading.
 
     engine.encode(plane, preprocessing=Preprocessing(), rgb=None) -> EncodedImage
         Normalises the plane (core.images.to_model_rgb) and caches the vision features in an LRU
@@ -32,15 +32,15 @@ Public API (other modules code against these names; they stay stable):
     engine.source, engine.device
 
 Coordinates: the engine speaks the model's x/y (x = column). napari's (row, col) is flipped in
-the napari shell (_layers.py), never here.
+the napari shell (_napari/prompt_layers.py, _napari/layers.py), never here.
 
 How it maps onto transformers (5.x): the checkpoint is loaded once as ``Sam3VideoModel``
-(core.model). ``encode`` runs ``detector_model.get_vision_features`` (the ONE backbone pass).
+(core.sam3.loading). ``encode`` runs ``detector_model.get_vision_features`` (the ONE backbone pass).
 Text and exemplar prompts run ``detector_model(vision_embeds=..., text_embeds=...)``, several
 concepts batched by expanding the cached features along the batch dimension (a view, no copy;
-core.detector_prompts prepares the prompts). Clicks and boxes feed the tracker head from the same
-features (core.tracker_prompts). Both are post-processed like the transformers processors
-(core.detections); tests/test_parity.py checks them against the documented transformers usage.
+core.sam3.detector_inputs prepares the prompts). Clicks and boxes feed the tracker head from the
+same features (core.sam3.tracker_inputs). Both are post-processed like the transformers processors
+(core.sam3.detections); tests/test_parity.py checks them against the documented transformers usage.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class Sam3Engine(ExemplarTransfer):
     # ---------------------------------------------------------------- construction
     @classmethod
     def load(cls, source: str | None = None, device: Any = "auto", dtype: Any = None) -> Sam3Engine:
-        """The engine of a model, loaded once per process (see `core.model.load_model`)."""
+        """The engine of a model, loaded once per process (see `core.sam3.loading.load_model`)."""
         from napari_sam3.core.sam3.loading import load_model
 
         loaded = load_model(source, device=device, dtype=dtype)
