@@ -211,6 +211,7 @@ def test_folder_lock_refuses_a_live_lock_from_another_host(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_wait_waits_for_the_run_holding_the_folder(folder, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -66,6 +66,7 @@ def test_size_parsing_and_checkpoint_choice():
     assert bench_speed.fmt_seconds(2.5) == "2.50 s"
 
 
+@pytest.mark.slow
 def test_tiny_encoder_study_prints_the_agreement_table():
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     cmd = [sys.executable, str(SCRIPT), "--tiny", "--encoder-study", "--modes", "off", "bf16",

@@ -116,6 +116,7 @@ def test_segment_folder_bad_files_skipped_exit_1(images, tmp_path, tiny_checkpoi
     assert seg(good, out, tiny_checkpoint, "--format", "tiff,png,coco,pairs") == 0
 
 
+@pytest.mark.slow
 def test_resume_redoes_partial_and_never_duplicates(images, tmp_path, tiny_checkpoint, capsys):
     good = [images / "a.tif", images / "stack.tif", images / "rgb.png"]
     out = tmp_path / "out"
@@ -162,6 +163,7 @@ def test_resume_redoes_partial_and_never_duplicates(images, tmp_path, tiny_check
     assert seg(good, out, tiny_checkpoint, "--format", "tiff,coco", "--overwrite") == 0
 
 
+@pytest.mark.slow
 def test_resume_after_killed_process(tmp_path):
     """Kill a real CLI process half-way; the rerun completes every image exactly once.
 
@@ -314,6 +316,7 @@ def test_usage_and_model_errors_exit_2_without_traceback(images, tmp_path, capsy
     assert main(["--version"]) == 0
 
 
+@pytest.mark.slow
 def test_count_classical_and_exemplars(images, tmp_path, tiny_checkpoint, capsys):
     out = tmp_path / "cnt"
     assert (

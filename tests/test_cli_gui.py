@@ -10,6 +10,7 @@ pytestmark = [
 ]
 
 
+@pytest.mark.slow
 def test_gui_opens_sample_and_widget(monkeypatch, capsys, qtbot):
     """The README's first command: sample + widget open on the Count tab; Count works offline."""
     napari = pytest.importorskip("napari")

@@ -89,6 +89,7 @@ def first_run(inputs, video_checkpoint, tmp_path_factory):
     return out, code, err
 
 
+@pytest.mark.slow
 def test_track_writes_what_track_stack_gives(first_run, inputs, video_checkpoint):
     from napari_sam3.core.sam3.engine import Sam3Engine
 
@@ -260,6 +261,7 @@ def test_read_stacks_axis_choice(inputs, tmp_path):
 @pytest.mark.timeout(
     300
 )  # two worker processes load the model: ~30 s idle, ~110 s on a busy machine
+@pytest.mark.slow
 def test_dask_workers_equal_single_process(inputs, video_checkpoint, tiny_checkpoint, tmp_path):
     pytest.importorskip("distributed")
     d, img = inputs

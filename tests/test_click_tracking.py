@@ -101,6 +101,7 @@ def _reference(checkpoint, engine, stack, prompts):
     return out
 
 
+@pytest.mark.slow
 def test_same_as_the_documented_video_tracker(present, video_checkpoint, stack):
     result = track_objects(present, stack, PROMPTS)
     reference = _reference(video_checkpoint, present, stack, PROMPTS)

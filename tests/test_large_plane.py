@@ -1,5 +1,6 @@
 """Large planes are counted in overlapping tiles; the stitched result matches a whole-plane count."""
 
+import pytest
 import numpy as np
 import pandas as pd
 
@@ -11,6 +12,7 @@ from napari_sam3.core.results.objects import objects_table
 from napari_sam3.core.synthetic import synthetic_nuclei
 
 
+@pytest.mark.slow
 def test_tiled_count_matches_whole_plane_and_its_table_matches_its_labels():
     image, truth = synthetic_nuclei((700, 650), seed=3, diameter=16.0)
     whole = count_objects(image, diameter=16.0)
@@ -26,6 +28,7 @@ def test_tiled_count_matches_whole_plane_and_its_table_matches_its_labels():
     assert table["label"].is_unique
 
 
+@pytest.mark.slow
 def test_tiled_count_estimates_one_diameter_for_every_tile():
     image, _ = synthetic_nuclei((500, 500), seed=4, diameter=14.0)
     labels, table, d = run_to_end(iter_count_large_plane(image, None, tile=160))

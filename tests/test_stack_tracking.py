@@ -157,6 +157,7 @@ def test_run_to_end_cancel_event(video_engine, stack):
     assert _lock_is_free(video_engine)
 
 
+@pytest.mark.slow
 def test_start_in_the_middle_covers_every_frame(video_engine, stack):
     result = track_stack(video_engine, stack, "cell", min_score=0.0, start=1)
     _assert_consistent(result, FRAMES)
@@ -291,6 +292,7 @@ def test_parity_with_transformers_video(video_engine, reference_video, stack, st
     assert n_objects > 0, "the comparison needs objects"
 
 
+@pytest.mark.slow
 def test_bf16_fast_path_tracks_close_to_float32(video_checkpoint, stack, tracked, monkeypatch):
     """NAPARI_SAM3_CPU_FAST=bf16 runs each frame under bf16 autocast (as SAM3's own video
     predictor does on GPUs); on the same weights the label stack stays close to float32."""

@@ -46,6 +46,7 @@ def test_track_button_follows_the_image(sam3):
     assert tab.track_btn.isEnabled()
 
 
+@pytest.mark.slow
 def test_track_through_slices_makes_one_stack_layer(qtbot, sam3, video_checkpoint):
     from napari_sam3.core.sam3.engine import Sam3Engine
     from napari_sam3.core.tracking.stack_tracking import track_stack
