@@ -1,8 +1,8 @@
 """Large planes are counted in overlapping tiles; the stitched result matches a whole-plane count."""
 
-import pytest
 import numpy as np
 import pandas as pd
+import pytest
 
 from napari_sam3.core.counting.count import count_objects
 from napari_sam3.core.counting.large_plane import iter_count_large_plane

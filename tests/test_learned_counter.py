@@ -156,11 +156,11 @@ def test_a_wrong_estimate_is_corrected_by_the_nuclei_found(nuclei, counted, monk
 
 
 def test_cancel_between_tiles(nuclei, monkeypatch):
+    import threading
+
     from napari_sam3.core.counting.count import iter_count
     from napari_sam3.core.errors import Cancelled
     from napari_sam3.core.progress import run_to_end
-
-    import threading
 
     monkeypatch.setattr(predict_mod, "TILE", 64)
     seen, cancel = [], threading.Event()
