@@ -81,6 +81,7 @@ class Item:
     key: str  # completion record: .done/<key>.json
     outputs: dict[str, Path]
     data: object = None  # the plane / stack, for `Command.produce`
+    base: str = ""  # the file's output base (recorded: the name belongs to this source)
 
 
 class Command:
@@ -136,7 +137,15 @@ def run_item(cmd: Command, item: Item, out: Path, on_progress=None) -> ItemResul
     """One item through the record protocol; an `ItemResult` (``fatal`` for an OS failure)."""
     res = ItemResult(item.stem, str(item.source), item.slice)
     sig = records.source_signature(item.source)
-    state, rec = records.check_record(out, item.key, cmd.fingerprint, item.outputs, sig)
+    state, rec = records.check_record(
+        out, item.key, cmd.fingerprint, item.outputs, sig, source_path=item.source
+    )
+    if state is RecordState.OTHER_SOURCE:  # never taken over, even with --overwrite
+        res.error = (
+            f"the name '{item.stem}' in {out} holds the results of {rec.get('source')}, "
+            f"another file than {item.source}; process it into another --out or rename it"
+        )
+        return res
     if state is RecordState.COMPLETE:
         res.status, res.values = "skipped", _values(rec)
         res.seconds = float(rec.get("seconds") or 0.0)
@@ -155,6 +164,8 @@ def run_item(cmd: Command, item: Item, out: Path, on_progress=None) -> ItemResul
         return res
     cmd.prepare()  # a model that cannot load must not leave records behind
     info = {"source": str(item.source), "slice": item.slice, "source_file": sig}
+    if item.base:
+        info["base"] = item.base
     t0 = time.perf_counter()
     try:
         records.write_started(out, item.key, cmd.fingerprint, info)
@@ -257,7 +268,12 @@ def run_command(
     prepare_out_dir(out)
     with folder_lock(out, cmd.tool, wait=wait):
         check_run_files(out, cmd)
-        jobs, problems = plan_jobs(inputs, exclude_dir=out, suffixes=cmd.output_suffixes())
+        jobs, problems = plan_jobs(
+            inputs,
+            exclude_dir=out,
+            suffixes=cmd.output_suffixes(),
+            claims=records.claimed_bases(out),
+        )
         if not jobs and not problems:
             raise Sam3Error("No input images given.")
         check_names(jobs, cmd.stems)
