@@ -254,3 +254,59 @@ def test_lock_write_that_fails_leaves_no_lock(tmp_path, monkeypatch):
             pass
     assert not (tmp_path / ".sam3.lock").exists()
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+# ------------------------------------------------------------------- 8: one name too long
+def test_one_too_long_file_name_fails_alone(tmp_path):
+    d = tmp_path / "in"
+    nuclei(d / ("a" * 240 + ".tif"), 1)
+    nuclei(d / "b.tif", 2)
+    out = tmp_path / "o"
+    for _ in range(2):  # and on a rerun
+        res = count(d, out)
+        assert res.returncode == 1, res.stderr
+        assert (
+            "over the file system's limit" in res.stderr and "rename the input file" in res.stderr
+        )
+        assert "--out" not in res.stderr.split("FAILED")[1]  # not blamed on the folder
+        assert (out / "b_labels.tif").exists() and "Traceback" not in res.stderr
+    assert "1 already complete, 1 failed" in res.stderr
+
+
+# ------------------------------------------------------------------- 10: a bad nucleus network
+def _bad_nets(tmp_path, tiny_checkpoint):
+    from safetensors.torch import save_file
+
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a weights file")
+    giant = tmp_path / "giant.safetensors"
+    save_file({}, str(giant), metadata={"widths": "[4096, 8192]"})
+    sam3 = next(Path(tiny_checkpoint).glob("*.safetensors"))
+    return {"safetensors": garbage, "widths": giant, "another network": sam3}
+
+
+def test_bad_nucleus_net_is_refused_once_before_any_image(tmp_path, tiny_checkpoint):
+    d = tmp_path / "in"
+    nuclei(d / "a.tif", 1)
+    nuclei(d / "b.tif", 2)
+    for why, net in _bad_nets(tmp_path, tiny_checkpoint).items():
+        res = cli(
+            "count", d, "--out", tmp_path / "o", "--no-progress",
+            env_extra={"NAPARI_SAM3_NUCLEUS_NET": str(net)},
+        )  # fmt: skip
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and why in lines[0] and "NAPARI_SAM3_NUCLEUS_NET" in lines[0]
+        assert len(lines[0]) < 400  # not the missing/unexpected key dump
+        assert not (tmp_path / "o").exists()
+
+
+def test_nucleus_net_metadata_checked_before_building(tmp_path, tiny_checkpoint, monkeypatch):
+    from napari_sam3.core.learned import model_file
+
+    nets = _bad_nets(tmp_path, tiny_checkpoint)
+    built = []
+    monkeypatch.setattr(model_file, "NucleusNet", lambda w: built.append(w))
+    with pytest.raises(Sam3Error, match="widths"):
+        model_file.load_network(nets["widths"])
+    assert built == []  # refused before a network was built

@@ -328,6 +328,10 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
     from napari_sam3.core.validation import check_diameter
 
     check_diameter(args.diameter, "--diameter")
+    if args.command == "count" and args.method == "learned":  # a bad $NAPARI_SAM3_NUCLEUS_NET
+        from napari_sam3.core.learned.model_file import check_file  # fails once, here
+
+        check_file()
     return BatchSettings(
         command=args.command,
         method=args.method,

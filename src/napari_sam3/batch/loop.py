@@ -20,6 +20,7 @@ recorded and summarised.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 import traceback
@@ -136,6 +137,9 @@ REFUSED = {
 def run_item(cmd: Command, item: Item, out: Path, on_progress=None) -> ItemResult:
     """One item through the record protocol; an `ItemResult` (``fatal`` for an OS failure)."""
     res = ItemResult(item.stem, str(item.source), item.slice)
+    res.error = _name_too_long(item, out)
+    if res.error:  # this image fails; the others go on
+        return res
     sig = records.source_signature(item.source)
     state, rec = records.check_record(
         out, item.key, cmd.fingerprint, item.outputs, sig, source_path=item.source
@@ -180,7 +184,9 @@ def run_item(cmd: Command, item: Item, out: Path, on_progress=None) -> ItemResul
         raise
     except OSError as exc:
         _release(out, item)
-        if _inside(exc.filename, out):
+        if exc.errno == errno.ENAMETOOLONG:  # one image's name, not the folder: the run goes on
+            res.error = f"an output name is too long for the file system: {_rename_hint(item)}"
+        elif _inside(exc.filename, out):
             res.status, res.error = "fatal", describe_os_error(exc)
         else:
             res.error = f"cannot read {exc.filename or item.source}: {exc.strerror or exc}"
@@ -194,6 +200,31 @@ def run_item(cmd: Command, item: Item, out: Path, on_progress=None) -> ItemResul
         res.error = f"unexpected error: {type(exc).__name__}: {exc}"
         res.traceback = traceback.format_exc()
         return res
+
+
+# what `io.atomic` adds to a name for its temporary file: ".sam3tmp-" + name + "-" + 8 characters
+TEMP_NAME_EXTRA = 18
+
+
+def _name_too_long(item: Item, out: Path) -> str | None:
+    """Why ``item``'s outputs cannot be named in ``out`` (file system name limit), or None."""
+    try:
+        limit = os.pathconf(out, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    names = [p.name for p in item.outputs.values()] + [f"{item.key}.json"]
+    longest = max(len(n.encode("utf-8", "surrogateescape")) for n in names) + TEMP_NAME_EXTRA
+    if longest <= limit:
+        return None
+    return (
+        f"its output names would be {longest} bytes long (with the temporary name written "
+        f"first), over the file system's limit of {limit}: {_rename_hint(item)}"
+    )
+
+
+def _rename_hint(item: Item) -> str:
+    stem = item.stem if len(item.stem) <= 40 else item.stem[:37] + "..."
+    return f"rename the input file to a shorter name (output name '{stem}')"
 
 
 def _values(rec: dict) -> dict:
