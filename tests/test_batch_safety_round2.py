@@ -310,3 +310,28 @@ def test_nucleus_net_metadata_checked_before_building(tmp_path, tiny_checkpoint,
     with pytest.raises(Sam3Error, match="widths"):
         model_file.load_network(nets["widths"])
     assert built == []  # refused before a network was built
+
+
+# ------------------------------------------------------------------- friction
+def test_resume_after_a_hand_edit_names_only_the_changed_file(tmp_path):
+    nuclei(tmp_path / "in" / "a.tif", 1)
+    out = tmp_path / "o"
+    assert count(tmp_path / "in", out, "--format", "tiff,png,coco").returncode == 0
+    edited = out / "a_labels.tif"
+    edited.write_bytes(edited.read_bytes() + b"\0")
+    res = count(tmp_path / "in", out, "--format", "tiff,png,coco")
+    assert res.returncode == 1
+    failed = [ln for ln in res.stderr.splitlines() if "FAILED" in ln][0]
+    assert "a_labels.tif" in failed and "a_objects.csv" not in failed
+    assert "a_labels.png" not in failed
+
+
+def test_no_numpy_noise_on_stderr(tmp_path):
+    planes = [synthetic_nuclei((96, 96), seed=s, diameter=16)[0] for s in range(2)]
+    noise = np.random.default_rng(0).normal(100, 3, (96, 96)).clip(0).astype(np.uint16)
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.stack([*planes, noise]), photometric="minisblack")
+    res = count(path, tmp_path / "o")  # a given diameter and a plane with nothing in it
+    assert res.returncode == 0, res.stderr
+    assert "Warning:" not in res.stderr and "RuntimeWarning" not in res.stderr
+    assert "stands out from the camera noise" in res.stderr  # our own warning still shows

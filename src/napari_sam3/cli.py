@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 
 from napari_sam3.core.defaults import (
     COUNT_METHODS,
@@ -444,6 +445,25 @@ def _gui(args) -> int:
     return 0
 
 
+def _quiet_third_party(debug: bool) -> None:
+    """Keep library chatter off a CLI run's stderr (inside ``catch_warnings``: Python callers of
+    the library still see it). What matters reaches the user as our own WARNING lines."""
+    if debug:
+        return
+    import logging
+
+    logging.getLogger("tifffile").setLevel(logging.ERROR)  # tifffile logs odd tags via logging
+    warnings.filterwarnings("ignore", module="tifffile")
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="numpy")
+    try:
+        from PIL import Image
+
+        # large microscopy PNGs are normal: PIL's bomb warning is noise (its 2x limit still errors)
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    except ImportError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit code (also when called from Python)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -459,7 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "gui":
             return _gui(args)
-        return _run(args, argv)
+        with warnings.catch_warnings():
+            _quiet_third_party(debug)
+            return _run(args, argv)
     except KeyboardInterrupt:
         print("napari-sam3: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130

@@ -155,7 +155,11 @@ def run_item(cmd: Command, item: Item, out: Path, on_progress=None) -> ItemResul
         res.seconds = float(rec.get("seconds") or 0.0)
         return res
     if state in REFUSED and not cmd.overwrite:
-        existing = [p.relative_to(out).as_posix() for p in item.outputs.values() if p.exists()]
+        paths = [p for p in item.outputs.values() if p.exists()]
+        if state is RecordState.MODIFIED:  # name only the files someone changed
+            with contextlib.suppress(OSError):
+                paths = records.changed_outputs(out, rec, item.outputs) or paths
+        existing = [p.relative_to(out).as_posix() for p in paths]
         existing = existing or [records.record_path(out, item.key).relative_to(out).as_posix()]
         res.error = (
             f"{REFUSED[state]}: {', '.join(existing)}; use --overwrite to replace them "

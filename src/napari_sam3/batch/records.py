@@ -145,18 +145,11 @@ def check_record(
     if rec.get("status") != "done":
         return RecordState.PARTIAL, rec
     recorded = rec.get("outputs", {})
-    for key, path in outputs.items():  # a file that is there but not as written: someone's edit
-        want = recorded.get(key)
-        if want is None or want.get("path") != path.relative_to(out_dir).as_posix():
-            continue
-        try:
-            if path.exists() and (
-                path.stat().st_size != want.get("size")
-                or file_digest(path) != {"size": want.get("size"), "sha256": want.get("sha256")}
-            ):
-                return RecordState.MODIFIED, rec
-        except OSError:
-            return RecordState.PARTIAL, rec
+    try:  # a file that is there but not as written: someone's edit
+        if changed_outputs(out_dir, rec, outputs, first=True):
+            return RecordState.MODIFIED, rec
+    except OSError:
+        return RecordState.PARTIAL, rec
     if any(p.exists() for k, p in outputs.items() if k not in recorded):
         return RecordState.FOREIGN, rec  # e.g. a png the record does not list: not ours
     if rec.get("fingerprint") != fingerprint:
@@ -166,6 +159,27 @@ def check_record(
     if set(recorded) != set(outputs) or not all(p.exists() for p in outputs.values()):
         return RecordState.PARTIAL, rec
     return RecordState.COMPLETE, rec
+
+
+def changed_outputs(
+    out_dir: str | os.PathLike, rec: dict, outputs: dict[str, Path], first: bool = False
+) -> list[Path]:
+    """The outputs that are there but differ from the done record (the hand-edited ones);
+    ``first``: stop at the first one."""
+    out_dir, changed = Path(out_dir), []
+    recorded = rec.get("outputs", {})
+    for key, path in outputs.items():
+        want = recorded.get(key)
+        if want is None or want.get("path") != path.relative_to(out_dir).as_posix():
+            continue
+        if path.exists() and (
+            path.stat().st_size != want.get("size")
+            or file_digest(path) != {"size": want.get("size"), "sha256": want.get("sha256")}
+        ):
+            changed.append(path)
+            if first:
+                break
+    return changed
 
 
 def write_started(out_dir: str | os.PathLike, stem: str, fingerprint: str, info: dict) -> None:

@@ -229,7 +229,7 @@ def iter_count(
         counts = {method: count}
     if count == 0 and not warnings:
         warnings.append("No objects were found.")
-    elif diameter is not None and diameter_source == "given":
+    elif diameter is not None and diameter_source == "given" and len(table):  # no rows: no median
         measured = float(np.median(table["equivalent_diameter"]))
         ratio = measured / float(diameter)
         if ratio > DIAMETER_WARN_RATIO or ratio < 1 / DIAMETER_WARN_RATIO:
