@@ -38,7 +38,7 @@ def cli(*args, timeout: float = 120, env_extra: dict | None = None):
 def count(inputs, out, *extra, **kw):
     inputs = inputs if isinstance(inputs, list) else [inputs]
     return cli(
-        "count", *inputs, "--method", "classical", "--diameter", "10", "--out", out,
+        "count", *inputs, "--method", "classical", "--diameter", "16", "--out", out,
         "--no-progress", *extra, **kw,
     )  # fmt: skip
 

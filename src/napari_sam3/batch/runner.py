@@ -1,7 +1,8 @@
 """Planning and plumbing of a run (the loop itself is `batch.loop`): jobs, names, report, Dask.
 
 * `plan_jobs`: one `FileJob` per input file, with a unique output base (``<parent>_<stem>`` on a
-  clash); our own outputs are never inputs.
+  clash, in this run or with a file the output folder's records already name); a file keeps the
+  name an earlier run gave it; our own outputs are never inputs.
 * `check_names`: every output name of the run (plane and stack names included: ``a.tif`` with two
   planes gives ``a_z000`` and ``a_z001``) is unique, also ignoring case, before any work starts.
 * `check_run_files`: run-level files (``counts.csv``, ``manifest.json``, ...) already in the output
