@@ -55,6 +55,7 @@ def rows(out: Path) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------- 1 + 2: names own their source
+@pytest.mark.slow
 def test_same_name_from_another_folder_in_a_later_run_keeps_both(tmp_path):
     x, y, out = tmp_path / "x" / "s.tif", tmp_path / "y" / "s.tif", tmp_path / "o"
     nuclei(x, 1)
@@ -285,6 +286,7 @@ def _bad_nets(tmp_path, tiny_checkpoint):
     return {"safetensors": garbage, "widths": giant, "another network": sam3}
 
 
+@pytest.mark.slow
 def test_bad_nucleus_net_is_refused_once_before_any_image(tmp_path, tiny_checkpoint):
     d = tmp_path / "in"
     nuclei(d / "a.tif", 1)

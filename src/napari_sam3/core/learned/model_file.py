@@ -37,7 +37,8 @@ def check_file(path: str | Path | None = None) -> dict:
 
     path = configured_path(path)
     fix = (
-        f"unset {NUCLEUS_NET_ENV} or point it at a file written by training/train_nucleus_net.py"
+        f"unset {NUCLEUS_NET_ENV} or point it at a file written by training/train_nucleus_net.py "
+        "(or count with method='classical')"
         if path != str(SHIPPED)
         else "reinstall napari-sam3, or count with method='classical'"
     )
