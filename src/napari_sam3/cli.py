@@ -11,12 +11,14 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 
 from napari_sam3.core.defaults import (
     COUNT_METHODS,
     COUNT_SCORE_THRESHOLD,
     DEFAULT_COUNT_METHOD,
     DEVICES,
+    MASK_THRESHOLD,
     MIN_TILE,
     SCORE_THRESHOLD,
 )
@@ -127,14 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--threshold",
         type=float,
-        default=SCORE_THRESHOLD,
-        help=f"minimum score (default {SCORE_THRESHOLD}; count: {COUNT_SCORE_THRESHOLD})",
+        default=None,  # resolved per command in settings_from_args (no set_defaults: it leaks)
+        help=f"minimum score (default {SCORE_THRESHOLD}; count --method sam3: "
+        f"{COUNT_SCORE_THRESHOLD})",
     )
     common.add_argument(
         "--mask-threshold",
         type=float,
-        default=0.5,
-        help="mask binarisation threshold (default 0.5)",
+        default=MASK_THRESHOLD,
+        help=f"mask binarisation threshold (default {MASK_THRESHOLD})",
     )
     common.add_argument(
         "--tile",
@@ -195,7 +198,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="learned (default): the nucleus network shipped with the plugin; classical: "
         "threshold + watershed; both need no download. sam3: SAM3 with --prompt / --exemplar",
     )
-    cnt.set_defaults(threshold=COUNT_SCORE_THRESHOLD)  # the widget's SAM3 count floor too
     cnt.add_argument(
         "--polarity",
         choices=["auto", "bright", "dark"],
@@ -231,8 +233,8 @@ def _add_track_parser(sub, run_options) -> None:
     trk.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
-        help="score an object needs to start a track (default 0.5)",
+        default=SCORE_THRESHOLD,
+        help=f"score an object needs to start a track (default {SCORE_THRESHOLD})",
     )
     trk.add_argument(
         "--start",
@@ -306,6 +308,8 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
         )
     if args.command == "count" and args.method == "sam3" and not prompts and not exemplars:
         raise Sam3Error('count --method sam3 needs --prompt "concept" (or --exemplar).')
+    if args.threshold is None:  # count keeps less certain objects (the widget's count floor too)
+        args.threshold = COUNT_SCORE_THRESHOLD if args.command == "count" else SCORE_THRESHOLD
     for name in ("threshold", "mask_threshold"):
         v = getattr(args, name)
         if not 0.0 <= v <= 1.0:
@@ -322,8 +326,13 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
             raise Sam3Error(f"--tile {tile} is too small; use at least {MIN_TILE} pixels.")
     if exemplar_from and tile not in (None, "none"):
         raise Sam3Error("--exemplar-from does not work with --tile yet; leave --tile out.")
-    if args.diameter is not None and args.diameter <= 0:
-        raise Sam3Error("--diameter must be positive.")
+    from napari_sam3.core.validation import check_diameter
+
+    check_diameter(args.diameter, "--diameter")
+    if args.command == "count" and args.method == "learned":  # a bad $NAPARI_SAM3_NUCLEUS_NET
+        from napari_sam3.core.learned.model_file import check_file  # fails once, here
+
+        check_file()
     return BatchSettings(
         command=args.command,
         method=args.method,
@@ -436,6 +445,25 @@ def _gui(args) -> int:
     return 0
 
 
+def _quiet_third_party(debug: bool) -> None:
+    """Keep library chatter off a CLI run's stderr (inside ``catch_warnings``: Python callers of
+    the library still see it). What matters reaches the user as our own WARNING lines."""
+    if debug:
+        return
+    import logging
+
+    logging.getLogger("tifffile").setLevel(logging.ERROR)  # tifffile logs odd tags via logging
+    warnings.filterwarnings("ignore", module="tifffile")
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="numpy")
+    try:
+        from PIL import Image
+
+        # large microscopy PNGs are normal: PIL's bomb warning is noise (its 2x limit still errors)
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    except ImportError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit code (also when called from Python)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -451,7 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "gui":
             return _gui(args)
-        return _run(args, argv)
+        with warnings.catch_warnings():
+            _quiet_third_party(debug)
+            return _run(args, argv)
     except KeyboardInterrupt:
         print("napari-sam3: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130

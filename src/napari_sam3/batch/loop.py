@@ -20,6 +20,7 @@ recorded and summarised.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 import traceback
@@ -81,6 +82,7 @@ class Item:
     key: str  # completion record: .done/<key>.json
     outputs: dict[str, Path]
     data: object = None  # the plane / stack, for `Command.produce`
+    base: str = ""  # the file's output base (recorded: the name belongs to this source)
 
 
 class Command:
@@ -135,14 +137,29 @@ REFUSED = {
 def run_item(cmd: Command, item: Item, out: Path, on_progress=None) -> ItemResult:
     """One item through the record protocol; an `ItemResult` (``fatal`` for an OS failure)."""
     res = ItemResult(item.stem, str(item.source), item.slice)
+    res.error = _name_too_long(item, out)
+    if res.error:  # this image fails; the others go on
+        return res
     sig = records.source_signature(item.source)
-    state, rec = records.check_record(out, item.key, cmd.fingerprint, item.outputs, sig)
+    state, rec = records.check_record(
+        out, item.key, cmd.fingerprint, item.outputs, sig, source_path=item.source
+    )
+    if state is RecordState.OTHER_SOURCE:  # never taken over, even with --overwrite
+        res.error = (
+            f"the name '{item.stem}' in {out} holds the results of {rec.get('source')}, "
+            f"another file than {item.source}; process it into another --out or rename it"
+        )
+        return res
     if state is RecordState.COMPLETE:
         res.status, res.values = "skipped", _values(rec)
         res.seconds = float(rec.get("seconds") or 0.0)
         return res
     if state in REFUSED and not cmd.overwrite:
-        existing = [p.relative_to(out).as_posix() for p in item.outputs.values() if p.exists()]
+        paths = [p for p in item.outputs.values() if p.exists()]
+        if state is RecordState.MODIFIED:  # name only the files someone changed
+            with contextlib.suppress(OSError):
+                paths = records.changed_outputs(out, rec, item.outputs) or paths
+        existing = [p.relative_to(out).as_posix() for p in paths]
         existing = existing or [records.record_path(out, item.key).relative_to(out).as_posix()]
         res.error = (
             f"{REFUSED[state]}: {', '.join(existing)}; use --overwrite to replace them "
@@ -155,6 +172,8 @@ def run_item(cmd: Command, item: Item, out: Path, on_progress=None) -> ItemResul
         return res
     cmd.prepare()  # a model that cannot load must not leave records behind
     info = {"source": str(item.source), "slice": item.slice, "source_file": sig}
+    if item.base:
+        info["base"] = item.base
     t0 = time.perf_counter()
     try:
         records.write_started(out, item.key, cmd.fingerprint, info)
@@ -169,7 +188,9 @@ def run_item(cmd: Command, item: Item, out: Path, on_progress=None) -> ItemResul
         raise
     except OSError as exc:
         _release(out, item)
-        if _inside(exc.filename, out):
+        if exc.errno == errno.ENAMETOOLONG:  # one image's name, not the folder: the run goes on
+            res.error = f"an output name is too long for the file system: {_rename_hint(item)}"
+        elif _inside(exc.filename, out):
             res.status, res.error = "fatal", describe_os_error(exc)
         else:
             res.error = f"cannot read {exc.filename or item.source}: {exc.strerror or exc}"
@@ -183,6 +204,31 @@ def run_item(cmd: Command, item: Item, out: Path, on_progress=None) -> ItemResul
         res.error = f"unexpected error: {type(exc).__name__}: {exc}"
         res.traceback = traceback.format_exc()
         return res
+
+
+# what `io.atomic` adds to a name for its temporary file: ".sam3tmp-" + name + "-" + 8 characters
+TEMP_NAME_EXTRA = 18
+
+
+def _name_too_long(item: Item, out: Path) -> str | None:
+    """Why ``item``'s outputs cannot be named in ``out`` (file system name limit), or None."""
+    try:
+        limit = os.pathconf(out, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    names = [p.name for p in item.outputs.values()] + [f"{item.key}.json"]
+    longest = max(len(n.encode("utf-8", "surrogateescape")) for n in names) + TEMP_NAME_EXTRA
+    if longest <= limit:
+        return None
+    return (
+        f"its output names would be {longest} bytes long (with the temporary name written "
+        f"first), over the file system's limit of {limit}: {_rename_hint(item)}"
+    )
+
+
+def _rename_hint(item: Item) -> str:
+    stem = item.stem if len(item.stem) <= 40 else item.stem[:37] + "..."
+    return f"rename the input file to a shorter name (output name '{stem}')"
 
 
 def _values(rec: dict) -> dict:
@@ -257,7 +303,12 @@ def run_command(
     prepare_out_dir(out)
     with folder_lock(out, cmd.tool, wait=wait):
         check_run_files(out, cmd)
-        jobs, problems = plan_jobs(inputs, exclude_dir=out, suffixes=cmd.output_suffixes())
+        jobs, problems = plan_jobs(
+            inputs,
+            exclude_dir=out,
+            suffixes=cmd.output_suffixes(),
+            claims=records.claimed_bases(out),
+        )
         if not jobs and not problems:
             raise Sam3Error("No input images given.")
         check_names(jobs, cmd.stems)

@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +85,40 @@ def read_lock(out: Path) -> dict | None:
     return info if isinstance(info, dict) else None
 
 
+def _lock_pid(held: dict | None) -> int | None:
+    """The pid a lock names; None for a lock that names none ("abc", null, a negative number)."""
+    pid = (held or {}).get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return None
+    return pid
+
+
+def _create_lock(path: Path, me: dict) -> None:
+    """Create ``path`` holding ``me``, all at once: written to a temporary file, then hard-linked
+    into place (fails with FileExistsError when a lock is there), so no reader ever sees a 0-byte
+    or half-written lock, and a full disk leaves no lock behind."""
+    tmp = path.with_name(f".sam3tmp-lock-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            json.dump(me, f)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # file systems without hard links: exclusive create, then write
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump(me, f)
+            except OSError:
+                path.unlink(missing_ok=True)
+                raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def folder_lock(
     out: Path, command: str = "", wait: bool = False, poll: float = 2.0
@@ -100,14 +135,23 @@ def folder_lock(
     while tries < 3:
         tries += 1
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            _create_lock(path, me)
         except FileExistsError:
             held = read_lock(out)
-            if held is None:  # being written this instant, or garbage: look again
-                if path.exists() and path.stat().st_size > 0:
-                    path.unlink(missing_ok=True)
+            pid = _lock_pid(held)
+            if pid is None:  # 0 bytes (disk full at a start), garbage, or a pid that is no pid
+                time.sleep(0.2)  # a writer without hard links may be mid-write: look once more
+                held = read_lock(out)
+                pid = _lock_pid(held)
+            if pid is None:
+                print(
+                    f"napari-sam3: the run lock {path} is broken (empty or not a lock); "
+                    "treating it as stale and taking it over.",
+                    file=sys.stderr,
+                )
+                path.unlink(missing_ok=True)
                 continue
-            pid, host = int(held.get("pid", -1)), str(held.get("host", ""))
+            host = str(held.get("host", ""))
             if host == me["host"] and not _alive(pid):
                 path.unlink(missing_ok=True)  # its run is gone
                 continue
@@ -122,8 +166,6 @@ def folder_lock(
             ) from None
         except OSError as exc:
             raise OutputError(describe_os_error(exc, path)) from exc
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(me, f)
         break
     else:  # pragma: no cover - a lock file that keeps vanishing and reappearing
         raise Sam3Error(f"cannot take the run lock {path}; delete it if no run is using it.")

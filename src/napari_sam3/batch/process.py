@@ -65,7 +65,9 @@ class PlaneCommand(Command):
         for plane in planes:
             paths = output_paths(out, plane.stem, self.settings.formats)
             data = (plane, scale)
-            yield Item(plane.stem, Path(plane.source), plane.slice_label, plane.stem, paths, data)
+            yield Item(
+                plane.stem, Path(plane.source), plane.slice_label, plane.stem, paths, data, job.base
+            )
 
     def prepare(self) -> None:
         if self.settings.method == "sam3":

@@ -1,7 +1,8 @@
 """Planning and plumbing of a run (the loop itself is `batch.loop`): jobs, names, report, Dask.
 
 * `plan_jobs`: one `FileJob` per input file, with a unique output base (``<parent>_<stem>`` on a
-  clash); our own outputs are never inputs.
+  clash, in this run or with a file the output folder's records already name); a file keeps the
+  name an earlier run gave it; our own outputs are never inputs.
 * `check_names`: every output name of the run (plane and stack names included: ``a.tif`` with two
   planes gives ``a_z000`` and ``a_z001``) is unique, also ignoring case, before any work starts.
 * `check_run_files`: run-level files (``counts.csv``, ``manifest.json``, ...) already in the output
@@ -67,29 +68,73 @@ def plan_jobs(
     inputs: Iterable[str],
     exclude_dir: Path | None = None,
     suffixes: tuple[str, ...] = (),
+    claims: Iterable[dict] = (),
 ) -> tuple[list[FileJob], list[tuple[str, str]]]:
     """Expand inputs; give each file a unique output base (``<parent>_<stem>`` on a clash).
 
     Our own outputs in ``exclude_dir`` (the output folder) are left out: outputs are never inputs.
+    ``claims`` (`records.claimed_bases` of the output folder): a file keeps the name an earlier run
+    gave it (a subset rerun names it as the full run did), and no file gets a name the folder's
+    records give to another file (the same name from another folder becomes ``<parent>_<stem>``).
     """
     files, problems = expand_inputs(inputs)
     if exclude_dir is not None:
         ex = exclude_dir.resolve()
         ends = OUTPUT_SUFFIXES + tuple(suffixes)
         files = [f for f in files if not _is_output(f, ex, ends)]
+    claims = list(claims)
+    owned = {os.path.realpath(c["source"]): c["base"] for c in claims}
+    taken: dict[str, list[dict]] = defaultdict(list)
+    for c in claims:
+        taken[c["base"].casefold()].append(c)
     bases = [file_base(f) for f in files]
     clash = {b for b, n in Counter(b.casefold() for b in bases).items() if n > 1}
     named = [
         f"{f.parent.name}_{b}" if b.casefold() in clash else b
         for f, b in zip(files, bases, strict=True)
     ]
-    seen: Counter = Counter()
+    chosen: list[str | None] = [owned.get(os.path.realpath(f)) for f in files]
+    used: set[str] = set()
+    for i, base in enumerate(chosen):  # names this folder already gave these files come first
+        if base is not None and base.casefold() not in used:
+            used.add(base.casefold())
+        else:
+            chosen[i] = None
     jobs = []
-    for f, b in zip(files, named, strict=True):
-        seen[b.casefold()] += 1
-        n = seen[b.casefold()]
-        jobs.append(FileJob(str(f), b if n == 1 else f"{b}_{n}"))
+    for f, b, base in zip(files, named, chosen, strict=True):
+        if base is None:
+            base = _free_name(f, b, used, taken)
+            used.add(base.casefold())
+        jobs.append(FileJob(str(f), base))
     return jobs, problems
+
+
+def _free_name(f: Path, natural: str, used: set[str], taken: dict[str, list[dict]]) -> str:
+    """The first of ``natural``, ``<parent>_<stem>``, ``<parent>_<stem>_2``... not used in this run
+    and not given by the folder's records to another file."""
+    from napari_sam3.batch.records import same_source, source_signature
+
+    def free(name: str) -> bool:
+        if name.casefold() in used:
+            return False
+        for c in taken.get(name.casefold(), ()):
+            sig = c.get("source_file") or {}
+            try:  # the same image moved elsewhere keeps its name (hashed only on a size match)
+                if sig.get("size") == f.stat().st_size and same_source(sig, source_signature(f)):
+                    continue
+            except OSError:
+                pass
+            return False
+        return True
+
+    parent = f"{f.parent.name}_{file_base(f)}"
+    for name in (natural, parent):
+        if free(name):
+            return name
+    n = 2
+    while not free(f"{parent}_{n}"):
+        n += 1
+    return f"{parent}_{n}"
 
 
 def _is_output(f: Path, out: Path, ends: tuple[str, ...]) -> bool:

@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-from napari_sam3.core.defaults import MODEL_ID
+from napari_sam3.core.defaults import MASK_THRESHOLD, MODEL_ID, SCORE_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,8 @@ class BatchSettings:
     exemplar_from: tuple = ()  # `batch.exemplar_from.ExemplarSource` s: boxes on a reference image
     model: str | None = None
     device: str = "auto"
-    threshold: float = 0.5
-    mask_threshold: float = 0.5
+    threshold: float = SCORE_THRESHOLD
+    mask_threshold: float = MASK_THRESHOLD
     tile: str | int | None = None
     diameter: float | None = None
     formats: tuple[str, ...] = ("tiff",)
@@ -39,6 +39,18 @@ class BatchSettings:
     refine: str = "low"
     polarity: str = "auto"  # classical count: "auto", "bright" or "dark" (forces the count)
     extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        """Checked here too, so ``run_batch(BatchSettings(...))`` from Python fails before any
+        image, as the CLI does (`core.validation`, the one concept parser)."""
+        from napari_sam3.core.prompts import concepts_typed
+        from napari_sam3.core.validation import check_diameter, check_fraction
+
+        object.__setattr__(self, "diameter", check_diameter(self.diameter))
+        check_fraction(self.threshold, "threshold")
+        check_fraction(self.mask_threshold, "mask_threshold")
+        if self.prompts:
+            object.__setattr__(self, "prompts", tuple(concepts_typed(list(self.prompts))))
 
     def result_fields(self) -> dict:
         """The options that change the result (not formats, device, overwrite)."""
@@ -86,13 +98,9 @@ class BatchSettings:
 
 def parse_prompts(text: str | list[str] | None) -> tuple[str, ...]:
     """``"nucleus, mitotic cell"`` (or several --prompt options) -> ``("nucleus", "mitotic cell")``."""
-    if not text:
-        return ()
-    items = [text] if isinstance(text, str) else list(text)
-    out: list[str] = []
-    for item in items:
-        out.extend(p.strip() for p in item.split(",") if p.strip())
-    return tuple(dict.fromkeys(out))
+    from napari_sam3.core.prompts import concepts_typed  # the one concept parser
+
+    return tuple(concepts_typed(text))
 
 
 def parse_box(text: str) -> tuple[float, float, float, float]:

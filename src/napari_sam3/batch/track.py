@@ -104,6 +104,7 @@ class TrackCommand(Command):
                 record_key(stack.stem),
                 paths,
                 stack,
+                job.base,
             )
 
     def check(self, item: Item) -> str | None:

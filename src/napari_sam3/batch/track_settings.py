@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from napari_sam3.core.defaults import MODEL_ID
+from napari_sam3.core.defaults import MODEL_ID, SCORE_THRESHOLD
 from napari_sam3.core.errors import Sam3Error
 
 
@@ -23,7 +23,7 @@ class TrackSettings:
     prompts: tuple[str, ...] = ()
     model: str | None = None
     device: str = "auto"
-    threshold: float | None = 0.5
+    threshold: float | None = SCORE_THRESHOLD
     start: int = 0
     axis: int | str | None = None
     overwrite: bool = False

@@ -31,3 +31,11 @@ MIN_TILE = 64
 def default_model() -> str:
     """``$NAPARI_SAM3_MODEL`` when set, else the hub checkpoint."""
     return os.environ.get(MODEL_ENV, "").strip() or MODEL_ID
+
+
+# Object diameters (pixels) any counter accepts. Below 1 px there is no object (and tiny values
+# overflow the upsampling); above 1000 px the classical counter's block-mean downscale makes
+# (diameter / ~10)^2 passes per plane (100000 px hung), and such objects are not "counted": bin
+# the image first.
+MIN_DIAMETER = 1.0
+MAX_DIAMETER = 1000.0

@@ -17,6 +17,10 @@ from napari_sam3.core.errors import Sam3Error
 _SPLIT = re.compile(r"[,;\n\r]+")
 _SPACES = re.compile(r"\s+")
 MAX_CONCEPT_CHARS = 120
+# Concepts in one prompt. Each is a text encode plus its own detection pass over the image
+# (about 8.5 MB each on the tiny test model: 200 concepts took 1.7 GB), and the engine's text
+# cache holds 256; a facility's prompt names a handful of things, so 64 leaves ample room.
+MAX_CONCEPTS = 64
 
 
 class NonEnglishPromptWarning(UserWarning):
@@ -34,7 +38,7 @@ def parse_concepts(text: str | Iterable[str] | None) -> list[str]:
         raise Sam3Error(
             'The text prompt is empty. Type what to find, e.g. "nucleus" or "cell, nucleus".'
         )
-    pieces = [text] if isinstance(text, str) else [str(t) for t in text if t is not None]
+    pieces = _pieces(text)
     concepts: list[str] = []
     seen: set[str] = set()
     for piece in pieces:
@@ -58,6 +62,11 @@ def parse_concepts(text: str | Iterable[str] | None) -> list[str]:
             f"The prompt {', '.join(repr(b) for b in bad)} has no letters. SAM3 needs words, "
             'e.g. "nucleus" or "round cell".'
         )
+    if len(concepts) > MAX_CONCEPTS:
+        raise Sam3Error(
+            f"The prompt holds {len(concepts)} concepts; at most {MAX_CONCEPTS} run together "
+            "(each one is a detection pass and memory). Split them over several runs."
+        )
     too_long = [c for c in concepts if len(c) > MAX_CONCEPT_CHARS]
     if too_long:
         raise Sam3Error(
@@ -75,11 +84,29 @@ def parse_concepts(text: str | Iterable[str] | None) -> list[str]:
     return concepts
 
 
+def _pieces(text) -> list[str]:
+    """The prompt as a list of strings; `Sam3Error` for anything but text (``segment_text(img, 5)``)."""
+    if isinstance(text, str):
+        return [text]
+    try:
+        items = [t for t in text if t is not None]
+    except TypeError:
+        items = [text]
+    bad = [t for t in items if not isinstance(t, str)]
+    if bad:
+        raise Sam3Error(
+            f'A prompt is text (a concept such as "nucleus", or a list of them); got '
+            f"{type(bad[0]).__name__} {bad[0]!r}."
+        )
+    return items
+
+
 def concepts_typed(text: str | Sequence[str] | None) -> list[str]:
     """What a user typed where concepts go: ``[]`` when blank (boxes or clicks may carry the run),
     else `parse_concepts` (the same splitting, deduplication and checks everywhere)."""
-    pieces = [text] if isinstance(text, str) else list(text or [])
-    if not _SPLIT.sub("", "".join(str(t) for t in pieces if t is not None)).strip():
+    if text is None:
+        return []
+    if not _SPLIT.sub("", "".join(_pieces(text))).strip():
         return []
     return parse_concepts(text)
 
@@ -164,6 +191,7 @@ def check_points(
 
 
 __all__ = [
+    "MAX_CONCEPTS",
     "NonEnglishPromptWarning",
     "check_boxes",
     "check_points",

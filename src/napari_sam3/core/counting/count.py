@@ -36,6 +36,7 @@ from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.learned.pipeline import iter_segment_learned, stack_diameter
 from napari_sam3.core.progress import Progress, ProgressGen, run_to_end
 from napari_sam3.core.results.measure import count_distinct, measure_labels
+from napari_sam3.core.validation import check_diameter
 
 __all__ = [
     "CountResult",
@@ -149,8 +150,7 @@ def iter_count(
         scale = (float(scale[-2]), float(scale[-1]))
         if not (scale[0] > 0 and scale[1] > 0):
             raise Sam3Error(f"The pixel size must be positive, got {scale}.")
-    if diameter is not None and not (np.isfinite(diameter) and diameter > 0):
-        raise Sam3Error(f"The diameter must be a positive number of pixels, got {diameter}.")
+    diameter = check_diameter(diameter)
     intensity = to_intensity(image, channel, rgb)  # validates: empty, NaN, shape, channels
     if method == "classical":
         res = yield from iter_segment_classical(
@@ -229,7 +229,7 @@ def iter_count(
         counts = {method: count}
     if count == 0 and not warnings:
         warnings.append("No objects were found.")
-    elif diameter is not None and diameter_source == "given":
+    elif diameter is not None and diameter_source == "given" and len(table):  # no rows: no median
         measured = float(np.median(table["equivalent_diameter"]))
         ratio = measured / float(diameter)
         if ratio > DIAMETER_WARN_RATIO or ratio < 1 / DIAMETER_WARN_RATIO:

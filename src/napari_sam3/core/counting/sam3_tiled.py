@@ -24,15 +24,13 @@ from napari_sam3.core.defaults import MIN_TILE
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.images import Preprocessing, channel_axis
 from napari_sam3.core.progress import Progress
-from napari_sam3.core.prompts import check_boxes, parse_concepts
+from napari_sam3.core.prompts import check_boxes, concepts_typed
 
 __all__ = ["filter_sam3_labels", "iter_count_sam3"]
 
 
 def _concepts(prompt) -> list[str]:
-    if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
-        return []
-    return parse_concepts(prompt)
+    return concepts_typed(prompt)
 
 
 def _crop(plane: np.ndarray, t: Tile, rgb_like: bool) -> np.ndarray:

@@ -14,26 +14,76 @@ from napari_sam3.core.defaults import NUCLEUS_NET_ENV
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.learned.network import NucleusNet
 
-__all__ = ["SHIPPED", "WIDTHS", "load_network"]
+__all__ = ["SHIPPED", "WIDTHS", "check_file", "configured_path", "load_network"]
 
 SHIPPED = Path(__file__).resolve().parent / "nucleus_net.safetensors"
 WIDTHS = (8, 16, 32, 48)
 _LOCK = threading.Lock()
+# Widths a weights file may declare: the shipped net uses up to 48 channels; 256 per level keeps a
+# foreign or damaged file's metadata (``widths`` 4096 would allocate ~10 GB) from building a giant.
+MAX_WIDTH, MAX_LEVELS = 256, 6
+
+
+def configured_path(path: str | Path | None = None) -> str:
+    """``path``, else ``$NAPARI_SAM3_NUCLEUS_NET``, else the shipped weights."""
+    return str(path or os.environ.get(NUCLEUS_NET_ENV, "").strip() or SHIPPED)
+
+
+def check_file(path: str | Path | None = None) -> dict:
+    """The metadata of a nucleus-network weights file, checked without building the network:
+    `Sam3Error` (one line, naming the file and the fix) when it is missing, not safetensors, has
+    unusable ``widths``, or holds the tensors of another network (a SAM3 checkpoint, ...)."""
+    from safetensors import safe_open
+
+    path = configured_path(path)
+    fix = (
+        f"unset {NUCLEUS_NET_ENV} or point it at a file written by training/train_nucleus_net.py "
+        "(or count with method='classical')"
+        if path != str(SHIPPED)
+        else "reinstall napari-sam3, or count with method='classical'"
+    )
+    if not Path(path).is_file():
+        raise Sam3Error(f"The nucleus network's weights file {path} is missing; {fix}.")
+    try:
+        with safe_open(path, "pt") as f:
+            meta = dict(f.metadata() or {})
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # noqa: BLE001 - not a safetensors file at all
+        raise Sam3Error(
+            f"{path} is not a safetensors weights file ({type(exc).__name__}); {fix}."
+        ) from exc
+    try:
+        widths = tuple(json.loads(meta.get("widths", json.dumps(WIDTHS))))
+        ok = 1 < len(widths) <= MAX_LEVELS and all(
+            isinstance(w, int) and 0 < w <= MAX_WIDTH for w in widths
+        )
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise Sam3Error(
+            f"{path}: its metadata gives the network widths {meta.get('widths')!r}; a nucleus "
+            f"network has 2 to {MAX_LEVELS} levels of at most {MAX_WIDTH} channels; {fix}."
+        )
+    with torch.device("meta"):  # shapes only: nothing allocated
+        want = {k: tuple(v.shape) for k, v in NucleusNet(widths).state_dict().items()}
+    if shapes != want:
+        missing = sorted(set(want) - set(shapes))
+        other = sorted(k for k in shapes if want.get(k, shapes[k]) != shapes[k] or k not in want)
+        example = (other or missing)[0]
+        raise Sam3Error(
+            f"{path} holds the weights of another network ({len(other)} of its {len(shapes)} "
+            f"tensors do not fit the nucleus network, e.g. {example!r}; {len(missing)} missing); "
+            f"{fix}."
+        )
+    return meta
 
 
 @lru_cache(maxsize=4)
 def _load(path: str) -> tuple[NucleusNet, dict]:
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    if not Path(path).is_file():
-        raise Sam3Error(
-            f"The nucleus network's weights are missing ({path}); reinstall napari-sam3, unset "
-            f"{NUCLEUS_NET_ENV} if it names this file, or count with method='classical'."
-        )
+    meta = check_file(path)  # before anything is built
     try:
-        with safe_open(path, "pt") as f:
-            meta = dict(f.metadata() or {})
         net = NucleusNet(tuple(json.loads(meta.get("widths", json.dumps(WIDTHS)))))
         net.load_state_dict(load_file(path))
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: say which and why
@@ -54,8 +104,7 @@ def load_network(path: str | Path | None = None) -> tuple[NucleusNet, dict]:
     ``$NAPARI_SAM3_NUCLEUS_NET`` names (your own run of training/train_nucleus_net.py). Eval
     mode, batch norms folded into the convolutions, channels-last weights (feed it channels-last
     input, as `predict.predict_maps` does); loaded once per file."""
-    path = path or os.environ.get(NUCLEUS_NET_ENV, "").strip() or SHIPPED
-    return _load_locked(path)
+    return _load_locked(configured_path(path))
 
 
 def _load_locked(path: str | Path) -> tuple[NucleusNet, dict]:

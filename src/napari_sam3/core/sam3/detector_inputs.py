@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_sam3.core.prompts import parse_concepts
+from napari_sam3.core.prompts import concepts_typed
 
 TEXT_LENGTH = 32  # Sam3Processor pads every text to 32 tokens
 TEXT_CACHE_ITEMS = 256
@@ -74,9 +74,7 @@ class TextFeatureCache:
 
 def exemplar_concepts(text: str | Sequence[str] | None) -> list[str] | None:
     """The concepts to pair with exemplar boxes; None when the text is blank (boxes alone)."""
-    pieces = [text] if isinstance(text, str) else list(text or [])
-    blank = not "".join(str(t) for t in pieces if t is not None).strip()
-    return None if blank else parse_concepts(text)
+    return concepts_typed(text) or None
 
 
 def exemplar_inputs(boxes, labels, shape, n: int, device, dtype) -> dict:

@@ -11,7 +11,7 @@ Public API (other modules code against these names; they stay stable):
         keyed by content hash + model + preprocessing. A second call with the same plane is free.
 
     engine.segment_text(plane, concepts, *, preprocessing=..., rgb=None,
-                        min_score=0.1, mask_threshold=0.5) -> Candidates
+                        min_score=0.1, mask_threshold=MASK_THRESHOLD) -> Candidates
         concepts: "nucleus, mitotic cell" or ["nucleus", "mitotic cell"]; one encode, all concepts.
         Returned candidates: score >= min_score, sorted by score (desc), prompts = concept,
         kind = "text", masks at plane size.
@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_sam3.core.defaults import MASK_THRESHOLD
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.images import Preprocessing, content_hash, to_model_rgb, validate_plane
 from napari_sam3.core.progress import Progress, run_to_end
@@ -236,7 +237,7 @@ class Sam3Engine(ExemplarTransfer):
         preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
         rgb: bool | None = None,
         min_score: float = 0.1,
-        mask_threshold: float = 0.5,
+        mask_threshold: float = MASK_THRESHOLD,
     ) -> Candidates:
         """Every instance of each concept; one image encode for all concepts."""
         return run_to_end(
@@ -258,7 +259,7 @@ class Sam3Engine(ExemplarTransfer):
         preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
         rgb: bool | None = None,
         min_score: float = 0.1,
-        mask_threshold: float = 0.5,
+        mask_threshold: float = MASK_THRESHOLD,
     ) -> Generator[Progress, None, Candidates]:
         names = parse_concepts(concepts)
         check_threshold(min_score, "min_score")
@@ -279,7 +280,7 @@ class Sam3Engine(ExemplarTransfer):
         preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
         rgb: bool | None = None,
         min_score: float = 0.1,
-        mask_threshold: float = 0.5,
+        mask_threshold: float = MASK_THRESHOLD,
     ) -> Candidates:
         """Every object like the positive example boxes (and unlike the negative ones)."""
         return run_to_end(
@@ -305,7 +306,7 @@ class Sam3Engine(ExemplarTransfer):
         preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
         rgb: bool | None = None,
         min_score: float = 0.1,
-        mask_threshold: float = 0.5,
+        mask_threshold: float = MASK_THRESHOLD,
     ) -> Generator[Progress, None, Candidates]:
         names = exemplar_concepts(text)  # None for boxes alone: the "visual" prompt
         check_threshold(min_score, "min_score")

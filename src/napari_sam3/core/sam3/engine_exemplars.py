@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 
+from napari_sam3.core.defaults import MASK_THRESHOLD
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.images import Preprocessing
 from napari_sam3.core.progress import Progress, run_to_end
@@ -109,7 +110,7 @@ class ExemplarTransfer:
         preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
         rgb: bool | None = None,
         min_score: float = 0.1,
-        mask_threshold: float = 0.5,
+        mask_threshold: float = MASK_THRESHOLD,
     ) -> Candidates:
         """Every object in ``plane`` like the exemplars of ``prompt`` (drawn on another image).
 
@@ -138,7 +139,7 @@ class ExemplarTransfer:
         preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
         rgb: bool | None = None,
         min_score: float = 0.1,
-        mask_threshold: float = 0.5,
+        mask_threshold: float = MASK_THRESHOLD,
     ) -> Generator[Progress, None, Candidates]:
         if not isinstance(prompt, ExemplarPrompt):
             raise Sam3Error("segment_with needs the exemplar prompt from engine.exemplar_prompt().")
