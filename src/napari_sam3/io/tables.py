@@ -20,6 +20,7 @@ from napari_sam3.core.results.columns import (
     EXPORT_COLUMNS,
     EXTRA_COLUMNS,
     FLOAT_COLUMNS,
+    HAND_PROMPT,
     OBJECT_COLUMNS,
     PHYSICAL_COLUMNS,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "objects_table",
     "read_table_csv",
     "table_from_labels",
+    "layer_table",
     "table_with_labels",
     "to_export_columns",
     "write_table_csv",
@@ -94,7 +96,9 @@ def table_with_labels(
         # objects the image no longer shows (hidden by overlaps) keep their row, as in features
         labels = np.asarray(labels)
         present = np.flatnonzero(np.bincount(labels.ravel())) if labels.size else np.zeros(0, int)
-        hidden = sorted(set(ids) - set(present.tolist()) - {0})
+        # ... but a hand-made one without pixels was undone or erased: it is gone
+        hand = {i for i, p in (prompts or {}).items() if p == HAND_PROMPT}
+        hidden = sorted(set(ids) - set(present.tolist()) - {0} - hand)
         if hidden and not measured:
             ids = np.union1d(present[present != 0], hidden).astype(np.int64)
             geo = source.assign(label=pd.to_numeric(source["label"], errors="coerce"))
@@ -102,6 +106,9 @@ def table_with_labels(
             whole = whole[[c for c in whole.columns if c in EXPORT_COLUMNS]]
         else:
             ids = None
+    if prompts and prompt:  # ids without a row in ``source`` get ``prompt``
+        present = np.unique(np.asarray(labels))
+        prompts = {**{int(i): prompt for i in present if i}, **prompts}
     return _objects_table(
         np.asarray(labels),
         scores=scores,
@@ -111,6 +118,24 @@ def table_with_labels(
         whole=whole,
         measured=source if measured and source is not None and len(source) else None,
     )
+
+
+def layer_table(labels: np.ndarray, features: pd.DataFrame | None, scale=None) -> pd.DataFrame:
+    """The objects CSV of a napari Labels layer, the same for Export and File > Save (our writer).
+
+    2-D: measured from ``labels`` as they are now, score / prompt by id from ``features``; an id
+    without a row there was painted by hand (`HAND_PROMPT`, empty score); a layer without an
+    objects table gets prompt "object". Stacks: the layer's own table (tracks, counts).
+    """
+    features = pd.DataFrame(features) if features is not None else pd.DataFrame()
+    if "label" not in features.columns and "index" in features.columns:
+        features = features.assign(label=features["index"])
+    has_rows = "label" in features.columns
+    if np.asarray(labels).ndim == 2:
+        return table_with_labels(
+            labels, features if has_rows else None, scale, HAND_PROMPT if has_rows else "object"
+        )
+    return to_export_columns(features) if has_rows and len(features) else None
 
 
 def empty_table(physical: bool = False) -> pd.DataFrame:

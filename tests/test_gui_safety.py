@@ -1,0 +1,79 @@
+"""Issue 19, GUI cases, on the Qt-free sessions: hand-made objects, rejected objects and File > Save,
+one table and one physical-column rule for features, Export and the napari writer."""
+
+import numpy as np
+import pandas as pd
+from napari.components import ViewerModel
+
+from napari_sam3._napari import layers as L
+from napari_sam3._napari.export_layer import export_layer
+from napari_sam3.core.results.candidates import Candidates, boxes_from_masks
+from napari_sam3.core.results.columns import HAND_PROMPT
+
+
+def _overlapping():
+    """Three SAM3 objects; the third lies wholly under the first (hidden by overlaps)."""
+    masks = np.zeros((3, 30, 40), bool)
+    masks[0, 2:14, 2:14] = True
+    masks[1, 16:26, 20:32] = True
+    masks[2, 4:10, 4:10] = True
+    scores = np.array([0.9, 0.8, 0.7], np.float32)
+    return Candidates(masks, scores, boxes_from_masks(masks), ["cell"] * 3, "text")
+
+
+def _result_layer(viewer, scale=(1.0, 1.0)):
+    image = viewer.add_image(np.zeros((30, 40), np.uint8), name="img", scale=scale)
+    ref = L.plane_ref(image, viewer.dims.point, viewer.dims.displayed, 2)
+    data, kwargs = L.labels_layer_data(_overlapping(), ref, "cell")
+    return viewer.add_labels(data, **kwargs), ref
+
+
+def test_a_committed_click_gets_a_new_id_and_no_sam3_score(tmp_path):
+    viewer = ViewerModel()
+    layer, ref = _result_layer(viewer)
+    assert 3 not in np.unique(layer.data)  # hidden: a row, no pixel
+    mask = np.zeros((30, 40), bool)
+    mask[20:28, 2:10] = True
+    new_id = L.commit_mask(layer, mask, ref)
+    assert new_id == 4  # not 3, the hidden object's id
+    row = layer.features[layer.features["label"] == new_id]
+    assert len(row) == 1 and row["prompt"].iloc[0] == HAND_PROMPT
+    assert np.isnan(row["score"].iloc[0]) and row["area"].iloc[0] == mask.sum()
+    hidden = layer.features[layer.features["label"] == 3]
+    assert hidden["score"].iloc[0] > 0.6  # the hidden object keeps its own row
+    csv = pd.read_csv(export_layer(viewer, layer, tmp_path)["objects_csv"], dtype={"prompt": str})
+    mine = csv[csv["label"] == new_id].iloc[0]
+    assert mine["prompt"] == HAND_PROMPT and np.isnan(mine["score"])
+    assert mine["area"] == mask.sum()
+    assert csv[csv["label"] == 1]["prompt"].iloc[0] == "cell"
+
+
+def test_brushed_objects_and_undone_commits_in_the_csv(tmp_path):
+    from napari_sam3._writer import write_labels
+
+    viewer = ViewerModel()
+    layer, ref = _result_layer(viewer)
+    layer.data[28:30, 36:40] = 9  # painted with napari's brush: no features row
+    mask = np.zeros((30, 40), bool)
+    mask[20:28, 2:10] = True
+    new_id = L.commit_mask(layer, mask, ref)
+    layer.undo()  # the commit is gone from the pixels; its row must not come back as "hidden"
+    assert new_id not in np.unique(layer.data)
+    paths = write_labels(str(tmp_path / "s.tif"), layer.data, layer._get_state())
+    csv = pd.read_csv(paths[1], dtype={"prompt": str})
+    assert new_id not in csv["label"].tolist()
+    brushed = csv[csv["label"] == 9].iloc[0]
+    assert brushed["prompt"] == HAND_PROMPT and np.isnan(brushed["score"])
+
+
+def test_physical_columns_are_empty_without_a_pixel_size_in_features_and_export(tmp_path):
+    viewer = ViewerModel()
+    layer, _ = _result_layer(viewer)
+    assert layer.features["area_physical"].isna().all()  # not the pixel area
+    csv = pd.read_csv(export_layer(viewer, layer, tmp_path)["objects_csv"])
+    assert csv["area_physical"].isna().all()
+    viewer2 = ViewerModel()
+    scaled, _ = _result_layer(viewer2, scale=(0.5, 0.25))
+    assert np.allclose(scaled.features["area_physical"], scaled.features["area"] * 0.125)
+    csv = pd.read_csv(export_layer(viewer2, scaled, tmp_path / "s")["objects_csv"])
+    assert np.allclose(csv["area_physical"], csv["area"] * 0.125)
