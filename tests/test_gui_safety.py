@@ -77,3 +77,22 @@ def test_physical_columns_are_empty_without_a_pixel_size_in_features_and_export(
     assert np.allclose(scaled.features["area_physical"], scaled.features["area"] * 0.125)
     csv = pd.read_csv(export_layer(viewer2, scaled, tmp_path / "s")["objects_csv"])
     assert np.allclose(csv["area_physical"], csv["area"] * 0.125)
+
+
+def test_file_save_with_napari_builtin_writer_has_no_rejected_objects(tmp_path):
+    import tifffile
+    from napari_builtins.io import napari_write_labels
+
+    from napari_sam3._napari.review_session import ReviewSession
+
+    viewer = ViewerModel()
+    layer, _ = _result_layer(viewer)
+    review = ReviewSession(layer)
+    review.reject(2)
+    assert 2 not in np.unique(layer.data)  # the layer holds only what may leave the program
+    # what File > Save preselects: napari's builtin writer, which writes layer.data as it is
+    path = napari_write_labels(str(tmp_path / "builtin.tif"), *layer.as_layer_data_tuple()[:2])
+    assert 2 not in np.unique(tifffile.imread(path))
+    before = (np.asarray(_overlapping().to_label_image(first_id=1)) == 2).sum()
+    review.accept(2)  # a changed mind brings the object back
+    assert (np.asarray(layer.data) == 2).sum() == before > 0
