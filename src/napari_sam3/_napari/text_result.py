@@ -18,8 +18,8 @@ import numpy as np
 from napari_sam3._napari import layer_builder as B
 from napari_sam3._napari import layers as L
 from napari_sam3._napari.identity import find_layer, in_viewer
-from napari_sam3.core.results.candidates import Candidates
 from napari_sam3._napari.review_session import carry_over
+from napari_sam3.core.results.candidates import Candidates
 from napari_sam3.core.results.review import drop_rejected
 
 
