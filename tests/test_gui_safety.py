@@ -96,3 +96,43 @@ def test_file_save_with_napari_builtin_writer_has_no_rejected_objects(tmp_path):
     before = (np.asarray(_overlapping().to_label_image(first_id=1)) == 2).sum()
     review.accept(2)  # a changed mind brings the object back
     assert (np.asarray(layer.data) == 2).sum() == before > 0
+
+
+def test_commit_targets_name_what_they_make_and_never_offer_the_preview():
+    from napari_sam3._napari.click_session import ClickResult, ClickSession
+
+    viewer = ViewerModel()
+    image = viewer.add_image(np.zeros((30, 40), np.uint8), name="cells")
+    ref = L.plane_ref(image, viewer.dims.point, viewer.dims.displayed, 2)
+    said = []
+    clicks = ClickSession(viewer, None, None, said.append, lambda *a: True)
+    clicks.add_prompt_layers(image, ref)
+    assert "SAM3 candidate" in viewer.layers
+    choices = clicks.commit_targets("cells")
+    assert choices == ["New layer: cells annotations"]  # the preview is no target
+    cands = _overlapping()
+    clicks.last_clicks = ClickResult(cands=cands.subset([1]), ref=ref, image=image)
+    assert clicks.commit("SAM3 candidate", clear_boxes=False) == 1  # chosen anyway: not lost
+    assert (viewer.layers["cells annotations"].data == 1).sum() == cands.masks[1].sum()
+    clicks.last_clicks = ClickResult(cands=cands.subset([0]), ref=ref, image=image)
+    assert clicks.commit(choices[0], clear_boxes=False) == 2
+    assert said[-1].startswith("Committed as label 2 in 'cells annotations'")
+    assert clicks.commit_targets("cells") == choices + ["cells annotations"]
+
+
+def test_commit_status_does_not_outlive_an_undo():
+    from napari_sam3._napari.click_session import NEW_TARGET, ClickResult, ClickSession
+
+    viewer = ViewerModel()
+    image = viewer.add_image(np.zeros((30, 40), np.uint8), name="cells")
+    ref = L.plane_ref(image, viewer.dims.point, viewer.dims.displayed, 2)
+    said = []
+    clicks = ClickSession(viewer, None, None, said.append, lambda *a: True)
+    clicks.last_clicks = ClickResult(cands=_overlapping().subset([0]), ref=ref, image=image)
+    assert clicks.commit(NEW_TARGET, clear_boxes=False) == 1
+    assert said[-1].startswith("Committed as label 1")
+    target = viewer.layers["cells annotations"]
+    target.refresh()  # a redraw alone changes nothing
+    assert said[-1].startswith("Committed as label 1")
+    target.undo()
+    assert said[-1] == "Label 1 in 'cells annotations' was undone: nothing committed now."
