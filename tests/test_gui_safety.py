@@ -136,3 +136,32 @@ def test_commit_status_does_not_outlive_an_undo():
     assert said[-1].startswith("Committed as label 1")
     target.undo()
     assert said[-1] == "Label 1 in 'cells annotations' was undone: nothing committed now."
+
+
+def test_count_table_on_screen_is_its_csv_and_features_have_no_pixel_physical(tmp_path):
+    from napari_sam3._napari.count_session import CountRequest, CountSession
+    from napari_sam3._napari.engine_holder import EngineHolder
+    from napari_sam3._napari.plane_run import PlaneRun
+    from napari_sam3.core.images import Preprocessing
+    from napari_sam3.core.synthetic import synthetic_nuclei
+    from napari_sam3.io.tables import read_table_csv
+
+    def inline(make, desc, group, on_result, status=None):
+        gen = make()
+        try:
+            while True:
+                next(gen)
+        except StopIteration as stop:
+            on_result(stop.value)
+
+    viewer = ViewerModel()
+    layer = viewer.add_image(synthetic_nuclei((96, 96), seed=3)[0], name="nuclei")  # no scale
+    session = CountSession(viewer, EngineHolder(), inline, lambda step: step())
+    ref = L.plane_ref(layer, viewer.dims.point, viewer.dims.displayed, 2)
+    session.run_count(PlaneRun(layer, ref, Preprocessing(), ("unused", "cpu")), CountRequest())
+    out = session.last
+    csv = read_table_csv(session.write_csv(tmp_path / "counts.csv"))
+    assert list(out.view.columns) == list(csv.columns)  # the table on screen is the CSV
+    assert len(out.view) == len(csv) == out.count > 0
+    features = out.labels_layer.features
+    assert features["area_physical"].isna().all() and csv["area_physical"].isna().all()
