@@ -31,6 +31,7 @@ from napari_sam3.io.atomic import atomic_path
 __all__ = [
     "EXPORT_COLUMNS",
     "EXTRA_COLUMNS",
+    "candidates_table",
     "FLOAT_COLUMNS",
     "OBJECT_COLUMNS",
     "PHYSICAL_COLUMNS",
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 
-def objects_table(
+def candidates_table(
     candidates: Candidates,
     label_image: np.ndarray | None = None,
     scale: tuple[float, float] | None = None,
@@ -54,6 +55,18 @@ def objects_table(
     if len(candidates) == 0:
         return empty_table()
     return to_export_columns(candidates.table(first_id=1, label_image=label_image, scale=scale))
+
+
+def objects_table(candidates, label_image=None, scale=None) -> pd.DataFrame:
+    """Deprecated name of `candidates_table` (`core.results.objects.objects_table` takes labels)."""
+    import warnings
+
+    warnings.warn(
+        "napari_sam3.io.tables.objects_table is now candidates_table",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return candidates_table(candidates, label_image, scale)
 
 
 def table_from_labels(
