@@ -85,9 +85,12 @@ def table_with_labels(
     scale=None,
     prompt: str = "",
     measured: bool = False,
+    keep_hidden: bool = True,
 ) -> pd.DataFrame:
     """The export table of ``labels``, with ``score`` and ``prompt`` taken by label id from
     ``source`` (a counting table or napari layer features) where it has them.
+
+    ``keep_hidden``: rows of ``source`` whose id has no pixel (hidden by overlaps) are kept.
 
     ``measured``: ``source`` is the `measure_labels` table of these very labels (a fresh
     `CountResult.table`), so its geometry is used instead of measuring again.
@@ -112,7 +115,7 @@ def table_with_labels(
         # ... but a hand-made one without pixels was undone or erased: it is gone
         hand = {i for i, p in (prompts or {}).items() if p == HAND_PROMPT}
         hidden = sorted(set(ids) - set(present.tolist()) - {0} - hand)
-        if hidden and not measured:
+        if hidden and not measured and keep_hidden:
             ids = np.union1d(present[present != 0], hidden).astype(np.int64)
             geo = source.assign(label=pd.to_numeric(source["label"], errors="coerce"))
             whole = geo[geo["label"].isin(hidden)].set_index("label")
@@ -136,18 +139,19 @@ def table_with_labels(
 def layer_table(labels: np.ndarray, features: pd.DataFrame | None, scale=None) -> pd.DataFrame:
     """The objects CSV of a napari Labels layer, the same for Export and File > Save (our writer).
 
-    2-D: measured from ``labels`` as they are now, score / prompt by id from ``features``; an id
-    without a row there was painted by hand (`HAND_PROMPT`, empty score); a layer without an
-    objects table gets prompt "object". Stacks: the layer's own table (tracks, counts).
+    2-D: one row per id in ``labels`` as they are now (the CSV describes the TIFF beside it, as
+    COCO does), score / prompt by id from ``features``; an id without a row there was painted by
+    hand (`HAND_PROMPT`, empty score); a layer without an objects table gets prompt "object".
+    Stacks: the layer's own table (tracks, counts).
     """
     features = pd.DataFrame(features) if features is not None else pd.DataFrame()
     if "label" not in features.columns and "index" in features.columns:
         features = features.assign(label=features["index"])
     has_rows = "label" in features.columns
     if np.asarray(labels).ndim == 2:
-        return table_with_labels(
-            labels, features if has_rows else None, scale, HAND_PROMPT if has_rows else "object"
-        )
+        source = features if has_rows else None
+        prompt = HAND_PROMPT if has_rows else "object"
+        return table_with_labels(labels, source, scale, prompt, keep_hidden=False)
     return to_export_columns(features) if has_rows and len(features) else None
 
 
