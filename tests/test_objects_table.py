@@ -11,7 +11,7 @@ from napari_sam3.core.results.candidates import Candidates
 from napari_sam3.core.results.columns import EXPORT_COLUMNS
 from napari_sam3.core.results.objects import objects_table
 from napari_sam3.core.synthetic import synthetic_nuclei
-from napari_sam3.io.tables import objects_table as candidates_export_table
+from napari_sam3.io.tables import candidates_table as candidates_export_table
 from napari_sam3.io.tables import read_table_csv, table_from_labels
 
 

@@ -111,7 +111,7 @@ def test_clicks_candidates_cycle_and_commit_into_annotations(session):
 
 
 def test_bad_requests_raise_what_to_fix_and_a_removed_image_drops_the_result(session):
-    session, run, runner, _ = session
+    session, run, runner, said = session
     with pytest.raises(Sam3Error, match="Type a concept"):
         session.run_text(run, "", True, L.FilterSettings())
     with pytest.raises(Sam3Error, match="z or t stack"):
@@ -121,6 +121,8 @@ def test_bad_requests_raise_what_to_fix_and_a_removed_image_drops_the_result(ses
     session.viewer.layers.remove(run.image)
     runner.run_waiting()
     assert session.last_text is None and len(session.viewer.layers) == 0
+    # the status line says so (no progress line left standing)
+    assert said[-1] == "The image 'cells' was removed during the run; result dropped."
 
 
 def test_sessions_load_no_qt():

@@ -189,3 +189,4 @@ def test_review_decisions_survive_refiltering(qtbot, sam3):
     by_label = layer.features.set_index("label")["status"]
     assert by_label[2] == "rejected"
     assert (by_label.drop(2) == "unreviewed").all()
+    assert 2 not in np.unique(layer.data)  # still out of the data after the re-filter

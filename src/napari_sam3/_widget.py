@@ -131,11 +131,16 @@ class Sam3Widget(QWidget):
             make=make,
             desc="SAM3: loading model",
             group="load",
-            on_result=lambda engine: self._update_model_status(),
+            on_result=lambda engine: self._on_model_loaded(),
             on_error=on_error,
             on_progress=lambda p: self.model_status.setText(p.message),
         )
         return self.runner.submit(job, replace_running=False)
+
+    def _on_model_loaded(self) -> None:
+        self._update_model_status()
+        for tab in (self.segment_tab, self.count_tab):  # a model error shown there is fixed now
+            tab.clear_error("Model loaded: run again.")
 
     @property
     def idle(self) -> bool:

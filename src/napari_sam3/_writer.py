@@ -3,8 +3,7 @@
 napari's save dialog has already asked before replacing the chosen file, so the TIFF is replaced when
 it exists. The CSV sidecar was not part of that question: an existing ``<stem>_objects.csv`` is
 never replaced; the table goes to the first free ``<stem>_objects-N.csv`` beside it instead (the
-returned paths say where). The table of a 2-D layer is built from its label image (hand edits
-included) with score and prompt from the layer's features. Objects whose review ``status`` is
+returned paths say where). The table is `io.tables.layer_table`, the one Export writes too. Objects whose review ``status`` is
 "rejected" are left out of both (`core.results.review`). Writes are atomic. No Qt import.
 """
 
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from napari_sam3.core.results.review import drop_rejected
-from napari_sam3.io.tables import table_with_labels, to_export_columns, write_table_csv
+from napari_sam3.io.tables import layer_table, write_table_csv
 from napari_sam3.io.tiff import write_labels_tiff
 
 
@@ -40,12 +39,7 @@ def write_labels(path: str, data, attributes: dict) -> list[str]:
         labels, table = drop_rejected(labels, table)
     write_labels_tiff(out, labels, scale=scale, overwrite=True, metadata=metadata)
     written = [str(out)]
-    if labels.ndim == 2:
-        table = table_with_labels(labels, table, scale=scale, prompt="object")
-    elif len(table) and "label" in table.columns:
-        table = to_export_columns(table)
-    else:
-        table = None
+    table = layer_table(labels, table, scale=scale[-2:] if scale else None)
     if table is not None:
         csv = free_sidecar(out.with_name(out.stem + "_objects.csv"))
         write_table_csv(csv, table, overwrite=False)

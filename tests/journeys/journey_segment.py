@@ -67,6 +67,8 @@ def clicks(j: Journey) -> None:
     j.screenshot("click_committed")
     target.undo()  # Ctrl+Z on the target layer
     assert not target.data.any()
+    j.process(0.1)
+    assert "was undone" in seg.status_label.text(), seg.status_label.text()  # no stale line
 
 
 def exemplars(j: Journey) -> None:

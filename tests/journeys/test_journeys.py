@@ -59,3 +59,10 @@ def test_annotate_journey(tmp_path):
     from napari_sam3.testing import tiny_checkpoint_dir
 
     run_journey("journey_annotate.py", tiny_checkpoint_dir(video=True), tmp_path)
+
+
+@pytest.mark.slow
+def test_first_user_journey(tiny_checkpoint, tmp_path):
+    """The README's first-user path: sample, Count, Segment, commit, review, File > Save, Export."""
+    out = run_journey("journey_first_user.py", tiny_checkpoint, tmp_path)
+    assert "STATUS segment:" in out

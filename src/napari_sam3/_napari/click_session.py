@@ -24,7 +24,27 @@ from napari_sam3.core.images import Preprocessing
 from napari_sam3.core.results.candidates import Candidates
 from napari_sam3.core.results.refine import refine_masks
 
-NEW_TARGET = "New layer: SAM3 annotations"
+NEW_PREFIX = "New layer: "
+NEW_TARGET = NEW_PREFIX + "annotations"  # any choice starting with NEW_PREFIX makes the new layer
+PREVIEW_NAME = "SAM3 candidate"
+
+
+def annotations_name(image_name: str) -> str:
+    """The full-size layer that collects an image's committed objects."""
+    return f"{image_name} annotations"
+
+
+def new_target_text(image_name: str | None) -> str:
+    """The Commit-into choice that makes the layer, named as the layer it makes."""
+    return NEW_PREFIX + annotations_name(image_name) if image_name else NEW_TARGET
+
+
+def is_preview(layer) -> bool:
+    """The candidate preview layer (never a commit target: a commit empties it)."""
+    meta = layer.metadata.get("sam3", {}) if isinstance(layer.metadata, dict) else {}
+    return meta.get("kind") == "candidate"
+
+
 NO_CANDIDATE = "No candidate yet: click on the clicks layer."
 
 
@@ -64,6 +84,7 @@ class ClickSession:
         self.preview_layer = None
         self.refinement = "Low"  # the result controls' mask refinement, applied to the preview
         self.events = EmitterGroup(source=self, candidate=None, preview=None, target=None)
+        self._watch = None  # (layer, id) of the last commit, until it is undone
 
     # ------------------------------------------------------------------ prompt layers
     def add_prompt_layers(self, image, ref: L.PlaneRef):
@@ -96,8 +117,9 @@ class ClickSession:
             return layer
         self.preview_layer = self.viewer.add_labels(
             data,
-            name="SAM3 candidate",
+            name=PREVIEW_NAME,
             opacity=0.6,
+            metadata={"sam3": {"kind": "candidate"}},  # known from its first 'inserted' event
             features=features,
             **L.placed_geometry(ref),
         )
@@ -198,22 +220,61 @@ class ClickSession:
         self.show_candidate()
 
     # ------------------------------------------------------------------ commit
+    def commit_targets(self, image_name: str | None) -> list[str]:
+        """The Commit-into choices: the new layer (named as it will be), then the Labels layers
+        a commit can go into (not the candidate preview, not the hidden-objects layers)."""
+        names = [
+            ly.name
+            for ly in self.viewer.layers
+            if ly.__class__.__name__ == "Labels"
+            and not is_preview(ly)
+            and not ly.name.endswith("(hidden)")
+        ]
+        return [new_target_text(image_name), *names]
+
     def target_layer(self, name: str, ref: L.PlaneRef, image):
-        """The Labels layer called ``name``, or (``NEW_TARGET``) '<image> annotations', image-sized."""
-        if name and name != NEW_TARGET and name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-        elif f"{ref.layer_name} annotations" in self.viewer.layers:
-            layer = self.viewer.layers[f"{ref.layer_name} annotations"]
+        """The Labels layer called ``name``, or (a ``NEW_PREFIX`` choice, or the preview layer)
+        '<image> annotations', image-sized."""
+        new_name = annotations_name(ref.layer_name)
+        chosen = self.viewer.layers[name] if name in self.viewer.layers else None
+        if chosen is not None and not name.startswith(NEW_PREFIX) and not is_preview(chosen):
+            layer = chosen
+        elif new_name in self.viewer.layers:
+            layer = self.viewer.layers[new_name]
         else:
             shape = tuple(L._level0(image.data).shape)
             shape = shape[:-1] if image.rgb else shape
             layer = self.viewer.add_labels(
                 np.zeros(shape, np.uint32),
-                name=f"{ref.layer_name} annotations",
+                name=new_name,
                 **L.full_geometry(ref),
             )
         self.events.target(value=layer)
         return layer
+
+    def _watch_commit(self, target, new_id: int) -> None:
+        """Until the next commit: when ``new_id`` leaves ``target`` (Ctrl+Z), the status says so."""
+        self._unwatch()
+        if not new_id or not isinstance(target.data, np.ndarray):
+            return
+        # one pixel of it tells (an undo takes the whole commit back): O(1) per redraw
+        pos = int(np.flatnonzero(target.data.reshape(-1) == new_id)[0])
+        self._watch = (target, new_id, pos)
+        target.events.set_data.connect(self._check_commit)
+
+    def _unwatch(self) -> None:
+        if self._watch is not None:
+            self._watch[0].events.set_data.disconnect(self._check_commit)
+            self._watch = None
+
+    def _check_commit(self, event=None) -> None:
+        if self._watch is None:
+            return
+        target, new_id, pos = self._watch
+        data = target.data
+        if not isinstance(data, np.ndarray) or data.reshape(-1)[pos] != new_id:
+            self._unwatch()
+            self._status(f"Label {new_id} in '{target.name}' was undone: nothing committed now.")
 
     def commit(self, target_name: str, clear_boxes: bool) -> int:
         """Write the shown candidate as a new id into the target layer (undo: Ctrl+Z there).
@@ -239,6 +300,7 @@ class ClickSession:
             if new_id
             else "Nothing committed: every pixel of the candidate is already labelled."
         )
+        self._watch_commit(target, new_id)
         clicks, boxes = prompt_layers(self.viewer, res.image)
         self.last_clicks = None
         for layer in (clicks, boxes if clear_boxes else None):

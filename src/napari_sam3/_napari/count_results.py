@@ -20,8 +20,8 @@ class PreparedCount:
     """A finished count laid out for napari: one plane (``result``) or every slice (``results``).
 
     ``labels`` / ``points`` / ``table``: the objects layer's data, the centroids (in the placed
-    layer's data coordinates) and the features table (``index`` = label id); ``view``: the table
-    the tab shows; ``export``: the table written as CSV. ``labels_layer`` / ``points_layer``: the
+    layer's data coordinates) and the features table (``export`` with ``index`` = label id first);
+    ``view`` (the table the tab shows) IS ``export`` (the table written as CSV). ``labels_layer`` / ``points_layer``: the
     napari layers built from them in the worker.
     """
 
@@ -42,13 +42,7 @@ class PreparedCount:
     points_layer: object = None
 
 
-def plane_scale(ref: L.PlaneRef) -> tuple[float, float] | None:
-    """The pixel size on the plane's axes, None when the layer has none (scale 1)."""
-    scale = ref.geometry.get("scale") if ref.geometry else None
-    if scale is None:
-        return None
-    sy, sx = float(scale[-2]), float(scale[-1])
-    return None if (sy, sx) == (1.0, 1.0) else (sy, sx)
+plane_scale = L.pixel_size  # one rule for the physical columns (empty without a pixel size)
 
 
 def count_name(ref: L.PlaneRef, method: str, all_slices: bool = False) -> str:
@@ -59,11 +53,16 @@ def count_name(ref: L.PlaneRef, method: str, all_slices: bool = False) -> str:
 
 
 def prepare_count(result, ref: L.PlaneRef) -> PreparedCount:
-    """Layer data for a `CountResult` on ``ref``'s plane (runs in the worker)."""
-    table = result.table.copy()
-    table.insert(0, "index", table["label"].to_numpy())
+    """Layer data for a `CountResult` on ``ref``'s plane (runs in the worker).
+
+    One table (`io.tables.count_table`, as ``napari-sam3 count`` writes) is the CSV, the table the
+    tab shows and, with napari's ``index`` key in front, the layer's features.
+    """
+    export = count_table(np.asarray(result.labels), result.table, plane_scale(ref))
     if ref.index:
-        table["slice"] = [",".join(map(str, ref.index))] * len(table)
+        export.insert(0, "slice", [slice_value(ref.index)] * len(export))
+    table = export.copy()
+    table.insert(0, "index", table["label"].to_numpy())
     labels = np.asarray(result.labels).reshape(ref.label_shape())
     lead = np.zeros((len(table), len(ref.index)))
     yx = table[["centroid_y", "centroid_x"]].to_numpy(dtype=float).reshape(-1, 2)
@@ -72,8 +71,8 @@ def prepare_count(result, ref: L.PlaneRef) -> PreparedCount:
         labels=labels,
         points=points,
         table=table,
-        view=table.drop(columns="index"),  # "index" is napari's key; the view shows "label"
-        export=count_table(np.asarray(result.labels), result.table, plane_scale(ref)),
+        view=export,
+        export=export,
         count=int(result.count),
         counts=dict(result.counts),
         diameter=float(result.diameter),
@@ -103,31 +102,26 @@ def prepare_count_stack(
     """
     lead_shape = tuple(int(n) + 1 for n in np.max(np.asarray(indices), axis=0))
     total_ids = 0
-    tables, planes, exports = [], [], []
+    planes, exports, leads = [], [], []
     for res, idx in zip(results, indices, strict=True):
         plane = np.asarray(res.labels)
         top = max(int(plane.max(initial=0)), int(res.table["label"].max()) if len(res.table) else 0)
-        table = res.table.copy()
-        table.insert(0, "slice_label", table["label"].to_numpy())
-        table["label"] = table["label"].to_numpy() + total_ids
-        table.insert(0, "index", table["label"].to_numpy())
-        table.insert(1, "slice", [slice_value(idx)] * len(table))
-        tables.append(table)
         csv = count_table(plane, res.table, plane_scale(ref))  # the CSV: as every count's
         csv.insert(0, "slice_label", csv["label"].to_numpy())
         csv["label"] = csv["label"].to_numpy() + total_ids
         csv.insert(0, "slice", [slice_value(idx)] * len(csv))
         exports.append(csv)
+        leads.append(np.tile(np.asarray(idx, float), (len(csv), 1)))
         planes.append((plane, total_ids))
         total_ids += top
     dtype = np.int32 if total_ids <= np.iinfo(np.int32).max else np.int64
     labels = np.zeros(lead_shape + tuple(ref.shape), dtype=dtype)
     for (plane, offset), idx in zip(planes, indices, strict=True):
         labels[idx] = np.where(plane > 0, plane.astype(dtype) + offset, 0)
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame({"index": []})
-    lead = np.zeros((0, len(ref.index)))
-    for res, idx in zip(results, indices, strict=True):
-        lead = np.concatenate([lead, np.tile(np.asarray(idx, float), (len(res.table), 1))])
+    export = pd.concat(exports, ignore_index=True) if exports else pd.DataFrame()
+    table = export.copy()
+    table.insert(0, "index", table["label"].to_numpy() if len(table) else [])
+    lead = np.concatenate(leads) if leads else np.zeros((0, len(ref.index)))
     yx = table[["centroid_y", "centroid_x"]].to_numpy(dtype=float).reshape(-1, 2)
     counts: dict[str, int] = {}
     for res in results:
@@ -138,8 +132,8 @@ def prepare_count_stack(
         labels=labels,
         points=np.concatenate([lead, yx], axis=1),
         table=table,
-        view=table.drop(columns="index"),
-        export=pd.concat(exports, ignore_index=True) if exports else pd.DataFrame(),
+        view=export,
+        export=export,
         count=int(sum(r.count for r in results)),
         counts=counts,
         diameter=float(np.median(diameters)) if diameters else float("nan"),

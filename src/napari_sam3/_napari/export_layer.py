@@ -1,8 +1,8 @@
 """Export a Labels layer as the widget's Export button does: labels TIFF + objects CSV (+ COCO, pairs).
 
 Qt-free; the files come from `io.export.export_plane`. The table is measured from the pixels the
-layer holds NOW (hand edits and commits included), with ``prompt`` / ``score`` taken from the layer's
-features where a label id still has its row, so the CSV always describes the TIFF next to it.
+layer holds NOW (hand edits and commits included) by `io.tables.layer_table`, the same builder as the
+napari writer, so the CSV always describes the TIFF next to it.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 
 from napari_sam3._napari.identity import find_layer
-from napari_sam3._napari.layers import _level0
+from napari_sam3._napari.layers import _level0, scale_or_none
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.results.review import drop_rejected, rejected_labels
 from napari_sam3.io.atomic import check_writable
 from napari_sam3.io.coco import merge_coco, write_coco
 from napari_sam3.io.export import FORMATS, export_plane, output_paths
-from napari_sam3.io.tables import table_from_labels, to_export_columns
+from napari_sam3.io.tables import layer_table
 
 PLANE_ONLY = ("coco", "pairs", "png")  # formats that describe one 2-D plane
 
@@ -44,21 +44,12 @@ def _table(layer, labels: np.ndarray, scale) -> pd.DataFrame:
     features = pd.DataFrame(layer.features) if layer.features is not None else pd.DataFrame()
     if "label" in features.columns:
         features = features[~features["label"].isin(rejected_labels(features))]
-    if labels.ndim != 2:  # stacks: the layer's own per-object table (tracks, counts)
-        if "label" not in features.columns:
-            raise Sam3Error(
-                f"'{layer.name}' is a stack without an objects table; export a 2-D Labels layer "
-                "or save the layer with File > Save Selected Layers."
-            )
-        return to_export_columns(features)
-    prompt = str(features["prompt"].iloc[0]) if "prompt" in features and len(features) else "object"
-    table = table_from_labels(labels, prompt=prompt, scale=scale)
-    if "label" in features.columns:
-        known = features.drop_duplicates("label").set_index("label")
-        for col in ("prompt", "score"):
-            if col in known.columns:
-                values = table["label"].map(known[col])
-                table[col] = values.where(values.notna(), table[col])
+    table = layer_table(labels, features, scale)
+    if table is None:
+        raise Sam3Error(
+            f"'{layer.name}' is a stack without an objects table; export a 2-D Labels layer "
+            "or save the layer with File > Save Selected Layers."
+        )
     return table
 
 
@@ -97,8 +88,7 @@ def export_layer(
     features = getattr(layer, "features", None)
     if features is not None and "label" in features.columns:  # rejected in review: never exported
         labels, _ = drop_rejected(labels, features)
-    scale = tuple(float(s) for s in layer.scale[-2:])
-    scale = None if all(s == 1.0 for s in scale) else scale
+    scale = scale_or_none(layer.scale)
     meta = layer.metadata.get("sam3", {}) if isinstance(layer.metadata, dict) else {}
     image = None
     if "pairs" in formats:

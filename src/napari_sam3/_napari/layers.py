@@ -22,6 +22,7 @@ import pandas as pd
 from napari_sam3._napari.identity import layer_uid
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.results.candidates import Candidates
+from napari_sam3.core.results.columns import HAND_PROMPT, PHYSICAL_COLUMNS
 from napari_sam3.core.results.refine import filter_candidates
 
 
@@ -157,14 +158,30 @@ def features_table(cands: Candidates, label_image: np.ndarray, ref: PlaneRef) ->
     `Candidates.table` (plane pixels, ``iou_score`` for clicks) with the physical columns from the
     image's scale on the displayed axes, plus ``index`` first and ``slice`` for nD images.
     """
-    scale = ref.geometry.get("scale") if ref.geometry else None
-    sy, sx = (1.0, 1.0) if scale is None else (float(scale[-2]), float(scale[-1]))
     plane = np.asarray(label_image).reshape(cands.shape)
-    table = cands.table(first_id=1, label_image=plane, scale=(sy, sx))
+    table = cands.table(first_id=1, label_image=plane, scale=pixel_size(ref))
+    for col in PHYSICAL_COLUMNS:  # as in every CSV: there, and empty without a pixel size
+        if col not in table.columns:
+            table[col] = np.nan
     table.insert(0, "index", table["label"].to_numpy())
     if ref.index:
         table["slice"] = [",".join(map(str, ref.index))] * len(table)
     return table
+
+
+def pixel_size(ref: PlaneRef) -> tuple[float, float] | None:
+    """The (sy, sx) pixel size of ``ref``'s plane, or None where the image has no scale (all 1):
+    the one rule for physical columns, features and Export alike (empty, never pixel values)."""
+    scale = ref.geometry.get("scale") if ref.geometry else None
+    return scale_or_none(scale)
+
+
+def scale_or_none(scale) -> tuple[float, float] | None:
+    """A layer's scale on its last two axes, or None when it is 1, 1 (no pixel size given)."""
+    if scale is None:
+        return None
+    sy, sx = float(scale[-2]), float(scale[-1])
+    return None if (sy, sx) == (1.0, 1.0) else (sy, sx)
 
 
 @dataclass(frozen=True)
@@ -353,10 +370,47 @@ def target_plane(target_data, ref: PlaneRef) -> np.ndarray:
     return np.asarray(data[ref.index])
 
 
-def commit_mask(labels_layer, mask: np.ndarray, ref: PlaneRef) -> int:
-    """Write ``mask`` into ``labels_layer`` as a NEW id (max + 1) on pixels that are 0 only.
+def free_id(labels_layer) -> int:
+    """An id no object of ``labels_layer`` has: above its pixels AND its features rows (an object
+    hidden by overlaps has a row but no pixel; its id must not be reused)."""
+    top = int(np.max(labels_layer.data)) if labels_layer.data.size else 0
+    features = getattr(labels_layer, "features", None)
+    for col in ("label", "index"):
+        if features is not None and col in features.columns and len(features):
+            ids = pd.to_numeric(features[col], errors="coerce")
+            if ids.notna().any():
+                top = max(top, int(ids.max()))
+    return top + 1
 
-    Uses ``Labels.data_setitem`` so the edit enters the layer's undo history (Ctrl+Z undoes it).
+
+def add_hand_row(labels_layer, label: int, area: int) -> None:
+    """Give a hand-made object its own features row: empty score, prompt `HAND_PROMPT`."""
+    features = getattr(labels_layer, "features", None)
+    if features is None or not len(features.columns):
+        return  # a plain Labels layer: nothing to keep in step
+    row = {c: np.nan for c in features.columns}
+    for col in ("label", "index"):
+        if col in row:
+            row[col] = label
+    if "prompt" in row:
+        row["prompt"] = HAND_PROMPT
+    if "kind" in row:
+        row["kind"] = "hand"
+    for col in ("area", "visible_area"):
+        if col in row:
+            row[col] = area
+    if "status" in row:
+        row["status"] = "unreviewed"
+    table = pd.concat([features, pd.DataFrame([row])], ignore_index=True)
+    labels_layer.features = table
+
+
+def commit_mask(labels_layer, mask: np.ndarray, ref: PlaneRef) -> int:
+    """Write ``mask`` into ``labels_layer`` as a NEW id on pixels that are 0 only.
+
+    The id is `free_id` (never one of an object hidden by overlaps), and a layer with features gets
+    a hand-made row (`add_hand_row`): no SAM3 score or prompt is inherited. Uses
+    ``Labels.data_setitem`` so the edit enters the layer's undo history (Ctrl+Z undoes it).
     Returns the new id, or 0 when no free pixel was left.
     """
     data = labels_layer.data
@@ -370,10 +424,11 @@ def commit_mask(labels_layer, mask: np.ndarray, ref: PlaneRef) -> int:
     indices = commit_indices(data.shape, mask, ref, plane)
     if indices[0].size == 0:
         return 0
-    new_id = int(np.max(data)) + 1
+    new_id = free_id(labels_layer)
     if np.issubdtype(data.dtype, np.integer) and new_id > np.iinfo(data.dtype).max:
         raise Sam3Error(
             f"Label id {new_id} does not fit the layer's data type {data.dtype}; convert it first."
         )
     labels_layer.data_setitem(indices, new_id)  # one undo step
+    add_hand_row(labels_layer, new_id, int(indices[0].size))
     return new_id

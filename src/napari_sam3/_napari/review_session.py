@@ -8,6 +8,11 @@
     review.bind_keys()                       # A accept, R reject, S needs edit, N next (on the layer)
     data, table = review.export_arrays()     # rejected objects dropped: what every export writes
 
+A rejected object's pixels leave the layer's data at once (kept aside in ``layer.metadata`` and put
+back, where still empty, when the decision changes). So the layer holds only what may leave the
+program, and ANY writer is right: File > Save preselects napari's builtin Labels writer, which
+writes ``layer.data`` as it is, and knows nothing of review decisions.
+
 The rules live in `core.results.review`; this class applies them to one napari Labels layer and
 tells listeners (the Qt panel) when something changed. Decisions are kept in ``features``, so
 they travel with the layer (copy, save, re-filter via `carry_over`).
@@ -39,9 +44,43 @@ NEXT_KEY = "n"
 REVIEW_COLUMNS = ("label", "prompt", "score", STATUS_COLUMN)
 
 
+STASH = "sam3_rejected"  # layer.metadata key: label -> flat pixel indices of a rejected object
+
+
 def carry_over(layer, old_features: pd.DataFrame) -> None:
     """After a re-filter replaced ``layer.features``: bring back the decisions of ``old_features``."""
     layer.features = carry_decisions(old_features, layer.features)
+    apply_rejections(layer, fresh=True)
+
+
+def apply_rejections(layer, fresh: bool = False) -> None:
+    """Keep ``layer.data`` free of rejected objects: take their pixels out (aside in metadata) and
+    put back those of objects no longer rejected, where the pixels are still empty.
+
+    ``fresh``: the data was just rewritten (a re-filter), so what was set aside is forgotten.
+    Writes go straight to the array (not the undo history: Ctrl+Z must not bring back a rejected
+    object behind its decision).
+    """
+    if "label" not in layer.features.columns or not isinstance(layer.data, np.ndarray):
+        return  # a lazy (dask / zarr) layer is not written to; exports still drop rejected ids
+    stash = {} if fresh else dict(layer.metadata.get(STASH, {}))
+    rejected = {int(k) for k in rejected_labels(layer.features)}
+    flat = layer.data.reshape(-1)
+    changed = False
+    for label in list(stash):
+        if label not in rejected:
+            idx = stash.pop(label)
+            idx = idx[flat[idx] == 0]  # never over a pixel painted since
+            flat[idx] = label
+            changed = True
+    for label in rejected - set(stash):
+        idx = np.flatnonzero(flat == label)
+        stash[label] = idx
+        flat[idx] = 0
+        changed = changed or idx.size > 0
+    layer.metadata[STASH] = stash
+    if changed:
+        layer.refresh()
 
 
 class ReviewSession:
@@ -65,6 +104,7 @@ class ReviewSession:
 
     def _write(self, table: pd.DataFrame) -> None:
         self.layer.features = table
+        apply_rejections(self.layer)
         if self._hiding:
             self._apply_hiding()
         for listener in list(self.listeners):
@@ -167,4 +207,4 @@ def _decider(review: ReviewSession, status: str):
     return decide
 
 
-__all__ = ["KEYS", "NEXT_KEY", "ReviewSession", "carry_over"]
+__all__ = ["KEYS", "NEXT_KEY", "ReviewSession", "apply_rejections", "carry_over"]

@@ -59,7 +59,9 @@ class SegmentSession:
     def image_still_valid(self, image, ref: L.PlaneRef) -> bool:
         """Whether a finished run's image is still in the viewer with the shape it ran on."""
         if image not in self.viewer.layers:
-            notify_info(f"The image '{ref.layer_name}' was removed during the run; result dropped.")
+            text = f"The image '{ref.layer_name}' was removed during the run; result dropped."
+            self.say(text)
+            notify_info(text)
             return False
         try:
             shape = tuple(L._level0(image.data).shape)

@@ -18,8 +18,9 @@ import numpy as np
 from napari_sam3._napari import layer_builder as B
 from napari_sam3._napari import layers as L
 from napari_sam3._napari.identity import find_layer, in_viewer
+from napari_sam3._napari.review_session import carry_over
 from napari_sam3.core.results.candidates import Candidates
-from napari_sam3.core.results.review import carry_decisions
+from napari_sam3.core.results.review import drop_rejected
 
 
 @dataclass
@@ -45,7 +46,9 @@ class TextResult:
         data = self.layer.data
         if tuple(data.shape) != self.written.shape:
             return True
-        return not np.array_equal(np.asarray(data), self.written)
+        # objects rejected in review leave the data (`review_session.apply_rejections`): no edit
+        written, _ = drop_rejected(self.written, self.layer.features)
+        return not np.array_equal(np.asarray(data), written)
 
     def release_if_edited(self) -> bool:
         """Leave an edited layer (and its hidden companion) to the user; True if it was edited."""
@@ -68,17 +71,20 @@ def apply_prepared(viewer, adder: B.LayerAdder, res: TextResult, prepared: L.Pre
     """
     cands, data, kwargs = prepared.cands, prepared.data, prepared.kwargs
     released = res.release_if_edited()
+    old_features = None
     if adder.alive(res.layer):
+        old_features = res.layer.features
         res.layer.data = data  # untouched since we wrote it: nothing of the user's is lost
-        # review decisions (status column) follow their objects through the re-filter
-        res.layer.features = carry_decisions(res.layer.features, kwargs["features"])
+        res.layer.features = kwargs["features"]
     else:
         layer = prepared.layer
         if layer is None or any(layer is k for k in res.kept):
             layer = B.labels_layer(data, kwargs)
         res.layer = layer
         adder.add(res.layer)
-    res.written = np.array(data, copy=True)
+    res.written = np.array(data, copy=True)  # before review takes out the rejected objects
+    if old_features is not None:  # review decisions follow their objects through the re-filter
+        carry_over(res.layer, old_features)
     res.hidden_layer = adder.put_hidden(res, prepared)
     feats = kwargs["features"]
     n_hidden = int((feats["visible_area"] == 0).sum()) if len(feats) else 0

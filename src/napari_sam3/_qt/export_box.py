@@ -53,8 +53,10 @@ class ExportBox(QWidget):
         """The active Labels layer, else the last result."""
         from napari.layers import Labels
 
+        from napari_sam3._napari.click_session import is_preview
+
         active = self.viewer.layers.selection.active
-        if isinstance(active, Labels) and active.name != "SAM3 candidate":
+        if isinstance(active, Labels) and not is_preview(active):
             return active
         return self.fallback_layer()
 

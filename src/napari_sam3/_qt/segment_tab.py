@@ -28,12 +28,12 @@ from qtpy.QtWidgets import (
 from napari_sam3._napari import layers as L
 from napari_sam3._napari import prompt_layers as P
 from napari_sam3._napari import track_result as T
-from napari_sam3._napari.click_session import NEW_TARGET, NO_CANDIDATE, ClickResult
+from napari_sam3._napari.click_session import NO_CANDIDATE, ClickResult
 from napari_sam3._napari.plane_run import PlaneRun
 from napari_sam3._napari.segment_session import SegmentSession
 from napari_sam3._napari.text_result import TextResult
 from napari_sam3._qt import exemplar_transfer_action, propagate_action, review_panel
-from napari_sam3._qt.image_choice import fill_combo, layers_of
+from napari_sam3._qt.image_choice import fill_combo
 from napari_sam3._qt.tab_base import PlaneTab
 from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, next_turn, notify_error
 from napari_sam3.core.errors import Sam3Error
@@ -80,6 +80,7 @@ class SegmentTab(PlaneTab):
         self.clicks.events.target.connect(self._on_target_chosen)
         self.watch_viewer()
         self.image_combo.currentIndexChanged.connect(self._update_track_button)
+        self.image_combo.currentIndexChanged.connect(self._refresh_targets)
 
     # ------------------------------------------------------------------ run state (read-only views)
     @property
@@ -229,14 +230,13 @@ class SegmentTab(PlaneTab):
         )
 
     def refresh_layer_choices(self, event=None) -> None:
-        labels = [
-            ly.name
-            for ly in layers_of(self.viewer, "labels")
-            if ly is not self.preview_layer and not ly.name.endswith("(hidden)")
-        ]
-        fill_combo(self.target_combo, [NEW_TARGET, *labels])
         super().refresh_layer_choices()
+        self._refresh_targets()
         self._update_track_button()
+
+    def _refresh_targets(self, *args) -> None:
+        image = self.image_layer()
+        fill_combo(self.target_combo, self.clicks.commit_targets(image.name if image else None))
 
     def _update_track_button(self, *args) -> None:
         self.track_btn.setEnabled(T.can_track(self.image_layer()))
@@ -392,7 +392,7 @@ class SegmentTab(PlaneTab):
         self.clicks.next_candidate()
 
     def target_layer(self, ref: L.PlaneRef, image):
-        """The Labels layer commits go into; creates 'SAM3 annotations' (image-sized) if asked."""
+        """The Labels layer commits go into; creates '<image> annotations' (image-sized) if asked."""
         return self.clicks.target_layer(self.target_combo.currentText(), ref, image)
 
     def commit(self) -> int:

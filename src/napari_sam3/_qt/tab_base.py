@@ -60,6 +60,23 @@ class PlaneTab(QWidget):
 
     def refresh_layer_choices(self, event=None) -> None:
         self.images.refresh()
+        self.cancel_orphans()
+
+    def cancel_orphans(self) -> None:
+        """Cancel this tab's runs whose image left the viewer, and say so in the status line."""
+        runner = self.runner
+        for job in [runner.current, *runner.pending]:
+            if job is None or job.done or job.owner is not self or job.image is None:
+                continue
+            if any(job.image is ly for ly in self.viewer.layers):
+                continue
+            job.cancel_reason = f"Cancelled: the image '{job.image.name}' was removed."
+            waiting = job in runner.pending
+            runner.cancel(job)
+            if waiting or job.worker is None:
+                self.set_status(job.cancel_reason)
+            else:
+                self.set_status(job.cancel_reason[:-1] + "; stopping at the next step...")
 
     def disconnect_viewer(self) -> None:
         unwatch(self._watched)
@@ -88,36 +105,49 @@ class PlaneTab(QWidget):
     def submit(self, make, desc: str, group: str, on_result, status: str | None = None) -> Job:
         """Run ``make`` on the shared runner (a newer run of ``group`` replaces this one), with
         progress in the status line and errors / cancellation reported by this tab."""
-        job = Job(
-            make=make,
-            desc=desc,
-            group=group,
-            on_result=on_result,
-            on_error=self._on_error,
-            on_progress=lambda p: self.set_status(p.message),
-            on_done=self._on_done,
-        )
+        job = Job(make=make, desc=desc, group=group, on_result=on_result, owner=self)
+        job.image = self.image_layer()
+        job.on_error = lambda exc, j=job: self._on_error(exc, j)
+        job.on_progress = lambda p, j=job: self._on_progress(p, j)
+        job.on_done = lambda state, j=job: self._on_done(state, j)
         if status is not None:
             self.set_status(status)
         return self.runner.submit(job, replace_running=True)
 
     def set_status(self, text: str) -> None:
+        self._error_shown = False
         try:
             self.status_label.setText(text)
         except RuntimeError:  # widget already deleted
             pass
 
+    def clear_error(self, text: str) -> None:
+        """Replace an error in the status line (fixed since: e.g. the model loaded) by ``text``."""
+        if getattr(self, "_error_shown", False):
+            self.set_status(text)
+
     def cancel(self) -> None:
         self.runner.cancel_all()
         self.set_status("Cancelling at the next step...")
 
-    def _on_error(self, exc: BaseException) -> None:
+    def _on_progress(self, report, job: Job | None = None) -> None:
+        self.set_status(report.message)
+        if job is not None:
+            job.last_message = report.message
+
+    def _on_error(self, exc: BaseException, job: Job | None = None) -> None:
         if type(exc).__name__ == "Cancelled":
-            self.set_status("Cancelled.")
+            self.set_status((job.cancel_reason if job else "") or "Cancelled.")
             return
         self.set_status(error_message(exc))
+        self._error_shown = True
         notify_error(exc)
 
-    def _on_done(self, state: str) -> None:
+    def _on_done(self, state: str, job: Job | None = None) -> None:
         if state == "aborted":
-            self.set_status("Cancelled.")
+            self.set_status((job.cancel_reason if job else "") or "Cancelled.")
+        elif state == "returned" and job is not None:
+            # a progress line ("Measuring the tracked objects") must not outlive its run
+            last = job.last_message
+            if last is not None and self.status_label.text() == last:
+                self.set_status("Finished.")

@@ -55,6 +55,10 @@ class Job:
     pbar: Any = None
     state: str = "pending"  # pending | running | returned | errored | aborted
     started_at: float = field(default_factory=time.perf_counter)
+    image: Any = None  # the image layer the run works on: removing it cancels the run
+    owner: Any = None  # the tab that submitted it
+    cancel_reason: str = ""  # why it was cancelled, when not by the Cancel button
+    last_message: str | None = None  # its last progress line
 
     @property
     def done(self) -> bool:
@@ -107,6 +111,14 @@ class JobRunner:
         """Ask the running job to stop at its next progress report."""
         if self.current is not None and self.current.worker is not None and not self.current.done:
             self.current.worker.quit()
+
+    def cancel(self, job: Job) -> None:
+        """Stop ``job``: drop it if it waits, ask it to stop if it runs."""
+        if job in self.pending:
+            job.state = "aborted"
+            self.pending.remove(job)
+        elif job is self.current:
+            self.cancel_current()
 
     def cancel_all(self) -> None:
         for job in self.pending:

@@ -19,6 +19,8 @@ from napari_sam3.io.png import read_labels_png, write_labels_png
 from napari_sam3.io.readers import Plane, expand_inputs, iter_planes, read_image
 from napari_sam3.io.tables import (
     OBJECT_COLUMNS,
+    candidates_table,
+    layer_table,
     objects_table,
     read_table_csv,
     table_from_labels,
@@ -32,6 +34,7 @@ __all__ = [
     "Plane",
     "TiffLabels",
     "atomic_path",
+    "candidates_table",
     "candidates_from_coco",
     "coco_from_candidates",
     "coco_from_labels",
@@ -40,6 +43,7 @@ __all__ = [
     "export_training_pair",
     "file_digest",
     "iter_planes",
+    "layer_table",
     "load_coco",
     "merge_coco",
     "objects_table",

@@ -14,7 +14,7 @@ from napari_sam3.io.atomic import check_writable, write_json
 from napari_sam3.io.coco import coco_from_candidates, coco_from_labels
 from napari_sam3.io.pairs import pair_paths, write_pair_files
 from napari_sam3.io.png import write_labels_png
-from napari_sam3.io.tables import objects_table, table_from_labels, write_table_csv
+from napari_sam3.io.tables import candidates_table, table_from_labels, write_table_csv
 from napari_sam3.io.tiff import write_labels_tiff
 
 FORMATS = ("tiff", "png", "coco", "pairs")
@@ -79,7 +79,7 @@ def export_plane(
         raise Sam3Error("The pairs format needs the source image.")
     if candidates is not None:
         labels = candidates.to_label_image()
-        table = objects_table(candidates, label_image=labels, scale=scale)
+        table = candidates_table(candidates, label_image=labels, scale=scale)
     else:
         labels = np.asarray(labels)
         if table is None:

@@ -20,6 +20,7 @@ from napari_sam3.core.results.columns import (
     EXPORT_COLUMNS,
     EXTRA_COLUMNS,
     FLOAT_COLUMNS,
+    HAND_PROMPT,
     OBJECT_COLUMNS,
     PHYSICAL_COLUMNS,
 )
@@ -30,6 +31,7 @@ from napari_sam3.io.atomic import atomic_path
 __all__ = [
     "EXPORT_COLUMNS",
     "EXTRA_COLUMNS",
+    "candidates_table",
     "FLOAT_COLUMNS",
     "OBJECT_COLUMNS",
     "PHYSICAL_COLUMNS",
@@ -37,13 +39,14 @@ __all__ = [
     "objects_table",
     "read_table_csv",
     "table_from_labels",
+    "layer_table",
     "table_with_labels",
     "to_export_columns",
     "write_table_csv",
 ]
 
 
-def objects_table(
+def candidates_table(
     candidates: Candidates,
     label_image: np.ndarray | None = None,
     scale: tuple[float, float] | None = None,
@@ -52,6 +55,18 @@ def objects_table(
     if len(candidates) == 0:
         return empty_table()
     return to_export_columns(candidates.table(first_id=1, label_image=label_image, scale=scale))
+
+
+def objects_table(candidates, label_image=None, scale=None) -> pd.DataFrame:
+    """Deprecated name of `candidates_table` (`core.results.objects.objects_table` takes labels)."""
+    import warnings
+
+    warnings.warn(
+        "napari_sam3.io.tables.objects_table is now candidates_table",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return candidates_table(candidates, label_image, scale)
 
 
 def table_from_labels(
@@ -70,9 +85,12 @@ def table_with_labels(
     scale=None,
     prompt: str = "",
     measured: bool = False,
+    keep_hidden: bool = True,
 ) -> pd.DataFrame:
     """The export table of ``labels``, with ``score`` and ``prompt`` taken by label id from
     ``source`` (a counting table or napari layer features) where it has them.
+
+    ``keep_hidden``: rows of ``source`` whose id has no pixel (hidden by overlaps) are kept.
 
     ``measured``: ``source`` is the `measure_labels` table of these very labels (a fresh
     `CountResult.table`), so its geometry is used instead of measuring again.
@@ -94,14 +112,19 @@ def table_with_labels(
         # objects the image no longer shows (hidden by overlaps) keep their row, as in features
         labels = np.asarray(labels)
         present = np.flatnonzero(np.bincount(labels.ravel())) if labels.size else np.zeros(0, int)
-        hidden = sorted(set(ids) - set(present.tolist()) - {0})
-        if hidden and not measured:
+        # ... but a hand-made one without pixels was undone or erased: it is gone
+        hand = {i for i, p in (prompts or {}).items() if p == HAND_PROMPT}
+        hidden = sorted(set(ids) - set(present.tolist()) - {0} - hand)
+        if hidden and not measured and keep_hidden:
             ids = np.union1d(present[present != 0], hidden).astype(np.int64)
             geo = source.assign(label=pd.to_numeric(source["label"], errors="coerce"))
             whole = geo[geo["label"].isin(hidden)].set_index("label")
             whole = whole[[c for c in whole.columns if c in EXPORT_COLUMNS]]
         else:
             ids = None
+    if prompts and prompt:  # ids without a row in ``source`` get ``prompt``
+        present = np.unique(np.asarray(labels))
+        prompts = {**{int(i): prompt for i in present if i}, **prompts}
     return _objects_table(
         np.asarray(labels),
         scores=scores,
@@ -111,6 +134,25 @@ def table_with_labels(
         whole=whole,
         measured=source if measured and source is not None and len(source) else None,
     )
+
+
+def layer_table(labels: np.ndarray, features: pd.DataFrame | None, scale=None) -> pd.DataFrame:
+    """The objects CSV of a napari Labels layer, the same for Export and File > Save (our writer).
+
+    2-D: one row per id in ``labels`` as they are now (the CSV describes the TIFF beside it, as
+    COCO does), score / prompt by id from ``features``; an id without a row there was painted by
+    hand (`HAND_PROMPT`, empty score); a layer without an objects table gets prompt "object".
+    Stacks: the layer's own table (tracks, counts).
+    """
+    features = pd.DataFrame(features) if features is not None else pd.DataFrame()
+    if "label" not in features.columns and "index" in features.columns:
+        features = features.assign(label=features["index"])
+    has_rows = "label" in features.columns
+    if np.asarray(labels).ndim == 2:
+        source = features if has_rows else None
+        prompt = HAND_PROMPT if has_rows else "object"
+        return table_with_labels(labels, source, scale, prompt, keep_hidden=False)
+    return to_export_columns(features) if has_rows and len(features) else None
 
 
 def empty_table(physical: bool = False) -> pd.DataFrame:

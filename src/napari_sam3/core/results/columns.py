@@ -10,6 +10,9 @@ Coordinates are in plane pixels (bbox end exclusive); the ``*_physical`` columns
 
 from __future__ import annotations
 
+# The ``prompt`` of an object a person made (a committed click, a brush stroke): it has no score.
+HAND_PROMPT = "(by hand)"
+
 CENTROID_COLUMNS = ("centroid_y", "centroid_x")
 BBOX_COLUMNS = ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")
 PHYSICAL_COLUMNS = ("area_physical", "centroid_y_physical", "centroid_x_physical")
