@@ -31,6 +31,8 @@ MIN_TILE = 64
 def default_model() -> str:
     """``$NAPARI_SAM3_MODEL`` when set, else the hub checkpoint."""
     return os.environ.get(MODEL_ENV, "").strip() or MODEL_ID
+
+
 # Fine-tuning the nucleus network on a user's labels (`core.learned.finetune`): ~0.8 s per step
 # of 8 crops on 2 CPU cores, so the default run takes about 3 minutes
 FINETUNE_STEPS = 200
