@@ -57,12 +57,14 @@ def run_train(args) -> int:
     err = sys.stderr
     planes = labelled_planes(args.inputs, args.labels)
     n_obj = sum(int(len(set(p.labels[p.labels > 0].ravel().tolist()))) for p in planes)
-    print(f"napari-sam3: training on {len(planes)} labelled plane(s), {n_obj} objects", file=err)
-    last = [0.0]
+    last = [-1.0]
 
     def show(p):
         import time
 
+        if last[0] < 0:  # the first report comes after every check: nothing printed on bad input
+            print(f"napari-sam3: training on {len(planes)} plane(s), {n_obj} objects", file=err)
+            last[0] = 0.0
         now = time.monotonic()
         if args.no_progress or (now - last[0] < 5 and p.step != p.total):
             return
