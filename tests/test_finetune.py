@@ -23,9 +23,10 @@ from napari_sam3.core.learned.model_file import (
     read_metadata,
 )
 from napari_sam3.core.learned.network import NucleusNet
-from napari_sam3.core.learned.training import iter_train, prepare_plane, save_network
+from napari_sam3.core.learned.training import iter_train, prepare_plane
 from napari_sam3.core.progress import run_to_end
 from napari_sam3.core.synthetic import synthetic_nuclei
+from napari_sam3.io.network_file import check_network_out, save_network
 from napari_sam3.io.tiff import write_labels_tiff
 
 
@@ -50,10 +51,8 @@ def test_finetune_beats_a_bad_base_and_records_provenance(tmp_path, bad_base):
     pairs = _pairs()
     out = tmp_path / "mine.safetensors"
     reports = []
-    res = run_to_end(
-        iter_finetune(pairs, out, base=bad_base, steps=30),
-        on_progress=reports.append,
-    )
+    res = run_to_end(iter_finetune(pairs, base=bad_base, steps=30), on_progress=reports.append)
+    save_network(res.net, out, res.meta)
     assert res.f1_before < 0.3 and res.f1_after > res.f1_before + 0.4 and res.better, res.summary
     assert "F1 on held-out labels:" in res.summary and "better" in res.summary
     losses = [r.loss for r in reports if hasattr(r, "loss") and np.isfinite(r.loss)]
@@ -78,30 +77,30 @@ def test_finetune_beats_a_bad_base_and_records_provenance(tmp_path, bad_base):
 def test_a_worse_network_says_so(tmp_path):
     # one step at a huge learning rate wrecks the shipped network: it must not claim to be better
     pairs = _pairs(2, side=160)
-    res = finetune(pairs, tmp_path / "worse.safetensors", steps=2, lr=5.0)
+    res = finetune(pairs, steps=2, lr=5.0)
     assert res.f1_after < res.f1_before and not res.better
     assert "NOT better" in res.summary
-    assert read_metadata(res.path)["better_than_base"] == "false"
+    assert res.meta["better_than_base"] == "false"
 
 
 def test_bad_input_is_refused_before_training(tmp_path):
     img, lab = synthetic_nuclei((96, 96), seed=1)
     out = tmp_path / "n.safetensors"
     with pytest.raises(Sam3Error, match="at least one image"):
-        finetune([], out)
+        finetune([])
     with pytest.raises(Sam3Error, match="same height and width"):
-        finetune([("a", img, lab[:50])], out)
+        finetune([("a", img, lab[:50])])
     with pytest.raises(Sam3Error, match="empty"):
-        finetune([("a", img, np.zeros_like(lab))], out)
+        finetune([("a", img, np.zeros_like(lab))])
     with pytest.raises(Sam3Error, match="never overwritten"):
-        finetune([("a", img, lab)], SHIPPED)
+        check_network_out(SHIPPED, overwrite=True)
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(Sam3Error, match="not a nucleus-network weights file"):
-        finetune([("a", img, lab)], out, base=corrupt)
+        finetune([("a", img, lab)], base=corrupt)
     out.write_bytes(b"theirs")
     with pytest.raises(Sam3Error, match="already exists"):
-        finetune([("a", img, lab)], out)
+        check_network_out(out)
     assert out.read_bytes() == b"theirs"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.safetensors", "n.safetensors"]
 

@@ -7,9 +7,10 @@ import torch
 from napari_sam3._widget import Sam3Widget
 from napari_sam3.core.learned.model_file import WIDTHS
 from napari_sam3.core.learned.network import NucleusNet
-from napari_sam3.core.learned.training import iter_train, prepare_plane, save_network
+from napari_sam3.core.learned.training import iter_train, prepare_plane
 from napari_sam3.core.progress import run_to_end
 from napari_sam3.core.synthetic import synthetic_nuclei
+from napari_sam3.io.network_file import save_network
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
 

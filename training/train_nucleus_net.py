@@ -24,8 +24,9 @@ import dataset  # noqa: E402
 
 from napari_sam3.core.learned.model_file import SHIPPED, WIDTHS  # noqa: E402
 from napari_sam3.core.learned.network import NucleusNet  # noqa: E402
-from napari_sam3.core.learned.training import iter_train, save_network  # noqa: E402
+from napari_sam3.core.learned.training import iter_train  # noqa: E402
 from napari_sam3.core.progress import run_to_end  # noqa: E402
+from napari_sam3.io.network_file import save_network  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -91,14 +91,18 @@ class TrainSession:
     def run(self, layers, out: str | Path, steps: int | None = None, base=None):
         """Check everything now (bad input raises `Sam3Error` before any job); the submitted job."""
         from napari_sam3.core.defaults import FINETUNE_STEPS
+        from napari_sam3.io.network_file import check_network_out
 
+        check_network_out(out, overwrite=True)  # the save dialog asked before replacing a file
         pairs = labelled_pairs(self.viewer, layers)
         steps = int(steps or FINETUNE_STEPS)
 
         def make():
             from napari_sam3.core.learned.finetune import iter_finetune
+            from napari_sam3.io.network_file import save_network
 
-            result = yield from iter_finetune(pairs, out, base=base, steps=steps, overwrite=True)
+            result = yield from iter_finetune(pairs, base=base, steps=steps)
+            result.path = save_network(result.net, out, result.meta, overwrite=True)
             return result
 
         def done(result) -> None:

@@ -53,8 +53,10 @@ def run_train(args) -> int:
     """The ``train`` command; returns the exit code (Sam3Error -> exit 2 in `cli.main`)."""
     from napari_sam3.core.learned.finetune import iter_finetune
     from napari_sam3.core.progress import run_to_end
+    from napari_sam3.io.network_file import check_network_out, save_network
 
     err = sys.stderr
+    check_network_out(args.out, args.overwrite)
     planes = labelled_planes(args.inputs, args.labels)
     n_obj = sum(int(len(set(p.labels[p.labels > 0].ravel().tolist()))) for p in planes)
     last = [-1.0]
@@ -71,10 +73,8 @@ def run_train(args) -> int:
         last[0] = now
         print(f"  {p.message}", file=err, flush=True)
 
-    res = run_to_end(
-        iter_finetune(planes, args.out, base=args.base, steps=args.steps, overwrite=args.overwrite),
-        on_progress=show,
-    )
+    res = run_to_end(iter_finetune(planes, base=args.base, steps=args.steps), on_progress=show)
+    res.path = save_network(res.net, args.out, res.meta, overwrite=args.overwrite)
     print(
         f"napari-sam3: {res.summary} ({res.held_out} held out; {res.steps} steps, "
         f"{res.seconds:.0f} s). Saved {res.path}",

@@ -1,7 +1,8 @@
 """Fine-tune the nucleus network on a user's own labels: better counts on their microscope.
 
-    result = finetune([(image, labels), ...], "my_net.safetensors")
-    result.f1_before, result.f1_after, result.better, result.path
+    result = finetune([(name, image, labels), ...])
+    result.f1_before, result.f1_after, result.better, result.net, result.meta
+    io.network_file.save_network(result.net, "my_net.safetensors", result.meta)
     count_objects(image, net="my_net.safetensors")
 
 Labels are instance ids (0 background) on 2-D planes: a corrected count, a reviewed SAM3 result,
@@ -29,7 +30,7 @@ from napari_sam3.core.defaults import FINETUNE_BATCH, FINETUNE_LR, FINETUNE_STEP
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.learned.model_file import SHIPPED, file_sha256, load_trainable
 from napari_sam3.core.learned.pipeline import iter_segment_learned, median_diameter
-from napari_sam3.core.learned.training import SCALES, iter_train, prepare_plane, save_network
+from napari_sam3.core.learned.training import SCALES, iter_train, prepare_plane
 from napari_sam3.core.progress import Progress, ProgressGen, run_to_end
 
 __all__ = ["FinetuneResult", "LabelledPlane", "check_pairs", "finetune", "iter_finetune"]
@@ -46,7 +47,7 @@ class LabelledPlane:
 
 @dataclass
 class FinetuneResult:
-    path: Path | None  # the saved network (None when not saved)
+    net: object  # the fine-tuned `NucleusNet` (eval mode)
     f1_before: float  # base network on the held-out labels
     f1_after: float  # fine-tuned network on the same labels
     better: bool  # after > before: use the new network; otherwise keep the base
@@ -54,7 +55,8 @@ class FinetuneResult:
     steps: int
     seconds: float
     diameter: float  # median nucleus diameter of the labels, px
-    meta: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # provenance, for the weights file
+    path: Path | None = None  # set by whoever saves it
 
     @property
     def summary(self) -> str:
@@ -120,39 +122,28 @@ def _f1(net, planes: list[LabelledPlane], polarity: str) -> ProgressGen[float]:
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
 
 
-def finetune(pairs, out, **kwargs) -> FinetuneResult:
+def finetune(pairs, **kwargs) -> FinetuneResult:
     """Synchronous `iter_finetune`."""
-    return run_to_end(iter_finetune(pairs, out, **kwargs))
+    return run_to_end(iter_finetune(pairs, **kwargs))
 
 
 def iter_finetune(
     pairs: Sequence,
-    out: str | Path | None,
     *,
     base: str | Path | None = None,
     steps: int = FINETUNE_STEPS,
     lr: float = FINETUNE_LR,
     batch_size: int = FINETUNE_BATCH,
     seed: int = 0,
-    overwrite: bool = False,
 ) -> ProgressGen[FinetuneResult]:
     """Fine-tune ``base`` (a network file; None: the shipped one) on ``pairs`` ((name, image,
-    labels) triples); save it to ``out`` (atomically; an existing file only with ``overwrite``;
-    never the shipped weights; None: do not save). Yields `Progress` (training steps with loss and
-    time left); returns a `FinetuneResult`. Everything is checked before training starts."""
-    from napari_sam3.io.atomic import check_writable
-
+    labels) triples). Yields `Progress` (training steps with loss and time left); returns a
+    `FinetuneResult` (save it with `io.network_file.save_network`; check the file name before,
+    `io.network_file.check_network_out`). Every input is checked before training starts."""
     t0 = time.perf_counter()
     if steps < 1:
         raise Sam3Error(f"The number of training steps must be at least 1, got {steps}.")
     planes = check_pairs(pairs)
-    if out is not None:
-        out = Path(out)
-        if out.resolve() == SHIPPED.resolve():
-            raise Sam3Error("The shipped network is never overwritten; save under another name.")
-        if out.suffix != ".safetensors":
-            raise Sam3Error(f"{out}: name the network file <name>.safetensors.")
-        check_writable(out, overwrite)
     base_path = Path(base) if base else SHIPPED
     net, base_meta = load_trainable(base_path)
     polarity = _polarity(planes[0].image, planes[0].labels)
@@ -201,10 +192,8 @@ def iter_finetune(
         "better_than_base": json_bool(after > before),
     }
     seconds = time.perf_counter() - t0
-    if out is not None:
-        save_network(net, out, meta, overwrite=overwrite)
     return FinetuneResult(
-        out, before, after, after > before, held_text, steps, seconds, diameter, meta
+        net, before, after, after > before, held_text, steps, seconds, diameter, meta
     )
 
 

@@ -10,12 +10,10 @@ that on the centredness map (`targets.centredness`); AdamW with a one-cycle lear
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,7 +32,6 @@ __all__ = [
     "TrainProgress",
     "iter_train",
     "prepare_plane",
-    "save_network",
 ]
 
 CROP = 128  # network-scale px per training crop
@@ -139,6 +136,9 @@ def iter_train(
     by_source: dict[str, list[TrainPlane]] = {}
     for p in planes:
         by_source.setdefault(p.source, []).append(p)
+    from napari_sam3.core.sam3.triton_isolation import isolate_triton
+
+    isolate_triton()  # AdamW imports torch._dynamo -> triton: must not crash beside Qt's Mesa
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -177,21 +177,3 @@ def _left_text(seconds: float) -> str:
     if seconds < 60:
         return f"about {seconds:.0f} s left"
     return f"about {seconds / 60:.0f} min left"
-
-
-def save_network(net: NucleusNet, path: str | Path, meta: dict, overwrite: bool = False) -> Path:
-    """Write ``net``'s weights with ``meta`` (values made strings; ``widths`` and
-    ``canonical_diameter`` added) atomically; refuses an existing file unless ``overwrite``."""
-    from safetensors.torch import save_file
-
-    from napari_sam3.io.atomic import atomic_path
-
-    full = {
-        "widths": json.dumps(list(net.widths)),
-        "canonical_diameter": str(CANONICAL_DIAMETER),
-        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()},
-    }
-    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        save_file(state, str(tmp), metadata=full)
-    return Path(path)
