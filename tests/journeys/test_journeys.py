@@ -59,3 +59,9 @@ def test_annotate_journey(tmp_path):
     from napari_sam3.testing import tiny_checkpoint_dir
 
     run_journey("journey_annotate.py", tiny_checkpoint_dir(video=True), tmp_path)
+
+
+@pytest.mark.slow
+def test_train_journey(tiny_checkpoint, tmp_path):
+    """Count the sample, correct it by hand, Train on these labels, count with the new network."""
+    run_journey("journey_train.py", tiny_checkpoint, tmp_path)

@@ -243,15 +243,17 @@ class CountTab(PlaneTab):
             return None
 
     def _on_trained(self, event) -> None:
+        """The new network joins Method (a worse one too, for the record) and is selected only
+        when it beats its base on the held-out labels."""
+        from pathlib import Path
+
         result = event.value
         self.train_label.setText("\n".join(event.lines))
+        path = str(result.path)
+        i = self.method_combo.findData(path)
+        if i < 0:
+            self.method_combo.addItem(f"learned: {Path(path).stem}", path)
+            i = self.method_combo.count() - 1
         if result.better:
-            from pathlib import Path
-
-            path = str(result.path)
-            i = self.method_combo.findData(path)
-            if i < 0:
-                self.method_combo.addItem(f"learned: {Path(path).stem}", path)
-                i = self.method_combo.count() - 1
             self.method_combo.setCurrentIndex(i)
         self.set_status(result.summary)
