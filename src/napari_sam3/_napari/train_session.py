@@ -3,7 +3,7 @@ fine-tune the nucleus network in a job (`core.learned.finetune`), report F1 befo
 
 A Labels layer pairs with the image it was made from: the ``sam3`` metadata of a SAM3 result, the
 name of a count ("<image> count (learned)"), or else the one image layer of the same shape
-(hand-painted labels). Every plane of a layer with at least one object trains; planes without
+(hand-painted labels). Objects a review rejected are left out. Every plane of a layer with at least one object trains; planes without
 objects are left out. The job is submitted with the same ``submit`` callable as counts (progress
 with loss and time left, Cancel between steps).
 """
@@ -18,6 +18,7 @@ import numpy as np
 from napari.utils.events import EmitterGroup
 
 from napari_sam3.core.errors import Sam3Error
+from napari_sam3.core.results.review import drop_rejected
 
 __all__ = ["TrainSession", "default_network_dir", "labelled_pairs"]
 
@@ -60,6 +61,9 @@ def labelled_pairs(viewer, layers) -> list[tuple[str, np.ndarray, np.ndarray]]:
                 f"was made from open (a count result names it)."
             )
         data = np.asarray(lab.data)
+        features = getattr(lab, "features", None)
+        if features is not None and len(features) and "label" in features:
+            data = drop_rejected(data, features)[0]  # a reviewed result: rejected objects out
         image = np.asarray(img.data)
         plane_shape = image.shape[:-1] if img.rgb else image.shape
         if data.shape != plane_shape:
