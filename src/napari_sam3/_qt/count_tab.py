@@ -256,4 +256,4 @@ class CountTab(PlaneTab):
             i = self.method_combo.count() - 1
         if result.better:
             self.method_combo.setCurrentIndex(i)
-        self.set_status(result.summary)
+        self.set_status(f"Trained {result.steps} steps in {result.seconds:.0f} s.")
