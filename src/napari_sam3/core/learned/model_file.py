@@ -27,8 +27,8 @@ _LOCK = threading.Lock()
 def _not_ours(path, why: str) -> Sam3Error:
     return Sam3Error(
         f"{path} is not a nucleus-network weights file ({why}); train one with "
-        f"`napari-sam3 train` (or training/train_nucleus_net.py), or leave the network out to "
-        f"use the shipped one."
+        f"`napari-sam3 train` (or training/train_nucleus_net.py), or leave the network out (and "
+        f"unset {NUCLEUS_NET_ENV}) to use the shipped one."
     )
 
 
@@ -40,8 +40,8 @@ def read_metadata(path: str | Path) -> dict:
     if not Path(path).is_file():
         raise Sam3Error(
             f"The nucleus network's weights are missing ({path}); give an existing "
-            f".safetensors file, unset {NUCLEUS_NET_ENV} if it names this file, or reinstall "
-            f"napari-sam3."
+            f".safetensors file, unset {NUCLEUS_NET_ENV} if it names this file, reinstall "
+            f"napari-sam3, or count with method='classical'."
         )
     try:
         with safe_open(str(path), "pt") as f:
