@@ -244,7 +244,7 @@ def _add_train_parser(sub) -> None:
         "--steps",
         type=int,
         default=FINETUNE_STEPS,
-        help=f"training steps (default {FINETUNE_STEPS}: about 3 min on 2 CPU cores)",
+        help=f"training steps (default {FINETUNE_STEPS}: 0.5-4 min on 2 CPU cores)",
     )
     trn.add_argument(
         "--base", default=None, metavar="FILE", help="network to start from (default: shipped)"

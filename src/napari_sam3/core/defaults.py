@@ -33,8 +33,8 @@ def default_model() -> str:
     return os.environ.get(MODEL_ENV, "").strip() or MODEL_ID
 
 
-# Fine-tuning the nucleus network on a user's labels (`core.learned.finetune`): ~0.8 s per step
-# of 8 crops on 2 CPU cores, so the default run takes about 3 minutes
+# Fine-tuning the nucleus network on a user's labels (`core.learned.finetune`): a step of 8 crops
+# takes ~0.15 s on 2 idle CPU cores (~0.8 s when they are shared), so 0.5-4 min per run
 FINETUNE_STEPS = 200
 FINETUNE_LR = 1e-3
 FINETUNE_BATCH = 8
