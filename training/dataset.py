@@ -11,7 +11,6 @@ range.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import real_sets as R  # noqa: E402
 
-from napari_sam3.core.learned.network import CANONICAL_DIAMETER  # noqa: E402
-from napari_sam3.core.learned.targets import centredness  # noqa: E402
 from napari_sam3.core.learned.pipeline import median_diameter  # noqa: E402
-from napari_sam3.core.learned.scaling import normalise, resize  # noqa: E402
+from napari_sam3.core.learned.training import SCALES, TrainPlane, prepare_plane  # noqa: E402
 from napari_sam3.core.synthetic import synthetic_nuclei  # noqa: E402
 
-SCALES = (0.75, 0.9, 1.0, 1.15, 1.33)
 REAL_SETS = ("mnfinder", "hela", "scratch")
 LICENCES = {
     "mnfinder": "MIT",
@@ -38,25 +34,11 @@ LICENCES = {
 }
 
 
-@dataclass
-class Plane:
-    source: str  # set name
-    name: str  # file [plane]
-    image: np.ndarray  # float32, normalised, at the network's scale
-    foreground: np.ndarray  # uint8
-    centre: np.ndarray  # float32 0..1
+Plane = TrainPlane  # one home: core/learned/training.py
 
 
-def _at_scales(source, name, img, lab, d) -> list[Plane]:
-    out = []
-    norm = normalise(img)
-    for j in SCALES:
-        f = CANONICAL_DIAMETER * j / d
-        shape = (max(32, round(img.shape[0] * f)), max(32, round(img.shape[1] * f)))
-        x = resize(norm, shape).numpy()
-        lb = resize(lab.astype(np.float32), shape, labels=True).numpy().astype(np.int32)
-        out.append(Plane(source, f"{name} x{j}", x, (lb > 0).astype(np.uint8), centredness(lb)))
-    return out
+def _at_scales(source, name, img, lab, d) -> list[TrainPlane]:
+    return prepare_plane(source, name, img, lab, d, SCALES)
 
 
 def synthetic_planes(n: int = 12, seed: int = 1000) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -33,6 +33,8 @@ examples:
   napari-sam3 segment plate/ --prompt cell --refine high --out results/
   napari-sam3 count plate/ --out counts/           # the shipped nucleus network, no download
   napari-sam3 count plate/ --method classical --diameter 18 --out counts/
+  napari-sam3 train a.tif b.tif c.tif --labels counts/ --out my_net.safetensors
+  napari-sam3 count plate/ --net my_net.safetensors --out counts2/
   napari-sam3 track movies/*.tif --prompt "nucleus" --out tracks/
   napari-sam3 track hyperstack.tif --prompt cell --axis T --out tracks/
   napari-sam3 track movies/ --prompt cell --out tracks/ --workers 2
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"napari-sam3 {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{segment,count,track,gui}")
+    sub = parser.add_subparsers(dest="command", metavar="{segment,count,track,train,gui}")
 
     run_options = _run_options()
     common = argparse.ArgumentParser(add_help=False, parents=[run_options])
@@ -198,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="learned (default): the nucleus network shipped with the plugin; classical: "
         "threshold + watershed; both need no download. sam3: SAM3 with --prompt / --exemplar",
     )
+    _add_net_option(cnt)
     cnt.add_argument(
         "--polarity",
         choices=["auto", "bright", "dark"],
@@ -208,10 +211,62 @@ def build_parser() -> argparse.ArgumentParser:
         "diameter estimated for the whole file (recorded in manifest.json)",
     )
     _add_track_parser(sub, run_options)
+    _add_train_parser(sub)
     gui = sub.add_parser("gui", help="open napari with the SAM3 widget")
     gui.add_argument("--sample", action="store_true", help="also open the offline nuclei sample")
     gui.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+def _add_net_option(cnt) -> None:
+    cnt.add_argument(
+        "--net",
+        default=None,
+        metavar="FILE",
+        help="learned: count with your own nucleus network (a .safetensors file from "
+        "`napari-sam3 train` or the Count tab's Train on these labels) instead of the shipped one",
+    )
+
+
+def _add_train_parser(sub) -> None:
+    from napari_sam3.core.defaults import FINETUNE_STEPS
+
+    trn = sub.add_parser(
+        "train",
+        help="fine-tune the nucleus network on your own labels",
+        description="Fine-tune the nucleus network on labelled images (CPU, minutes). Labels are "
+        "read as <stem>_labels.tif from --labels (what count and Export write; a stack's planes "
+        "as <stem>_z003_labels.tif). Part of the labels is held out and F1 before -> after is "
+        "printed; the new network is saved with its provenance.",
+    )
+    trn.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="the labelled images")
+    trn.add_argument("--labels", required=True, metavar="DIR", help="folder of <stem>_labels.tif")
+    trn.add_argument("--out", required=True, metavar="FILE", help="<name>.safetensors to write")
+    trn.add_argument(
+        "--steps",
+        type=int,
+        default=FINETUNE_STEPS,
+        help=f"training steps (default {FINETUNE_STEPS}: 0.5-4 min on 2 CPU cores)",
+    )
+    trn.add_argument(
+        "--base", default=None, metavar="FILE", help="network to start from (default: shipped)"
+    )
+    trn.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    trn.add_argument("--no-progress", action="store_true", help="no progress lines")
+    trn.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def checked_net(args) -> str | None:
+    """``--net`` checked once, before any image: exists, is a nucleus network, method learned."""
+    net = getattr(args, "net", None)
+    if not net:
+        return None
+    if args.method != "learned":
+        raise Sam3Error(f"--net is a nucleus network for --method learned, not {args.method}.")
+    from napari_sam3.core.learned.model_file import load_network
+
+    load_network(net)  # Sam3Error naming the fix for a missing, damaged or foreign file
+    return os.path.abspath(net)
 
 
 def _add_track_parser(sub, run_options) -> None:
@@ -350,6 +405,7 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
         overwrite=args.overwrite,
         refine=getattr(args, "refine", "low"),
         polarity=getattr(args, "polarity", "auto"),
+        net=checked_net(args),
     )
 
 
@@ -479,6 +535,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "gui":
             return _gui(args)
+        if args.command == "train":
+            from napari_sam3.batch.train import run_train
+
+            return run_train(args)
         with warnings.catch_warnings():
             _quiet_third_party(debug)
             return _run(args, argv)

@@ -66,3 +66,9 @@ def test_first_user_journey(tiny_checkpoint, tmp_path):
     """The README's first-user path: sample, Count, Segment, commit, review, File > Save, Export."""
     out = run_journey("journey_first_user.py", tiny_checkpoint, tmp_path)
     assert "STATUS segment:" in out
+
+
+@pytest.mark.slow
+def test_train_journey(tiny_checkpoint, tmp_path):
+    """Count the sample, correct it by hand, Train on these labels, count with the new network."""
+    run_journey("journey_train.py", tiny_checkpoint, tmp_path)

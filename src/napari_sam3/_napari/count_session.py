@@ -50,6 +50,7 @@ class CountRequest:
     concepts: str = ""
     use_boxes: bool = False
     all_slices: bool = False
+    net: str | None = None  # learned: a network file of the user's (None: the shipped one)
 
 
 class CountSession:
@@ -95,6 +96,7 @@ class CountSession:
             "scale": tuple(float(s) for s in ref.geometry["scale"][-2:]),
             "channel": run.preprocessing.channel,
             "rgb": ref.rgb,
+            "net": request.net,
         }
         if request.all_slices and ref.index:
             return self._run_stack(run, method, options)

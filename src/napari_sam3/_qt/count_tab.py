@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 from napari_sam3._napari.count_results import PreparedCount
 from napari_sam3._napari.count_session import METHODS, CountRequest, CountSession
 from napari_sam3._napari.plane_run import PlaneRun
+from napari_sam3._napari.train_session import TrainSession, default_network_dir
 from napari_sam3._qt.tab_base import PlaneTab
 from napari_sam3._qt.table_model import DataFrameModel
 from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, next_turn, notify_error
@@ -40,6 +41,8 @@ class CountTab(PlaneTab):
     ):
         super().__init__(viewer, holder, runner, model_settings, parent)
         self.session = CountSession(viewer, holder, self.submit, next_turn)
+        self.train_session = TrainSession(viewer, self.submit)
+        self.train_session.events.trained.connect(self._on_trained)
         self.adder = self.session.adder
         self._build()
         self.session.events.result.connect(self._on_result)
@@ -104,6 +107,7 @@ class CountTab(PlaneTab):
         self.export_btn.setEnabled(False)
         self.export_btn.clicked.connect(lambda: self.export_csv())
         outer.addWidget(self.export_btn)
+        self._build_train(outer)
         self.status_label.setWordWrap(True)
         outer.addWidget(self.status_label)
         self._on_method_changed()
@@ -129,7 +133,7 @@ class CountTab(PlaneTab):
         )
 
     def _on_method_changed(self, *args) -> None:
-        sam3 = self.method_combo.currentText() == "sam3"
+        sam3 = self.method_combo.currentText() == "sam3" and not self.method_combo.currentData()
         self.concepts_edit.setEnabled(sam3)
         self.exemplar_check.setEnabled(sam3)
 
@@ -147,8 +151,10 @@ class CountTab(PlaneTab):
         ref = self.ref_or_notify(image)
         if ref is None:
             return None
+        net = self.method_combo.currentData()
         request = CountRequest(
-            method=self.method_combo.currentText(),
+            method="learned" if net else self.method_combo.currentText(),
+            net=net,
             diameter=self.diameter_spin.value() or None,
             concepts=self.concepts_edit.text(),
             use_boxes=self.exemplar_check.isChecked(),
@@ -183,3 +189,71 @@ class CountTab(PlaneTab):
         except (OSError, Sam3Error) as exc:
             notify_error(exc)
             return None
+
+    # ------------------------------------------------------------------ train on labels
+    def _build_train(self, outer) -> None:
+        self.train_btn = QPushButton("Train on these labels...")
+        self.train_btn.setToolTip(
+            "Fine-tune the nucleus network on the Labels layers selected in the layer list (a\n"
+            "corrected count, a reviewed SAM3 result or hand-painted labels) and their images.\n"
+            "Part of the labels is held out to measure F1 before -> after; minutes on the CPU.\n"
+            "The new network is added to Method and selected when it is better."
+        )
+        self.train_btn.clicked.connect(lambda: self.train_on_labels())
+        outer.addWidget(self.train_btn)
+        self.train_label = QLabel("")
+        self.train_label.setWordWrap(True)
+        outer.addWidget(self.train_label)
+
+    def _chosen_labels(self) -> list:
+        import napari
+
+        chosen = [ly for ly in self.viewer.layers.selection if isinstance(ly, napari.layers.Labels)]
+        if not chosen and self.last is not None and self.last.labels_layer in self.viewer.layers:
+            chosen = [self.last.labels_layer]
+        return chosen
+
+    def train_on_labels(self, layers=None, path: str | None = None, steps: int | None = None):
+        """Fine-tune on ``layers`` (default: the selected Labels layers, else the last count);
+        asks where to save when ``path`` is None. Returns the job, or None."""
+        layers = self._chosen_labels() if layers is None else list(layers)
+        if not layers:
+            notify_error(
+                Sam3Error("Select the corrected Labels layer(s) in the layer list, then train.")
+            )
+            return None
+        if path is None:
+            folder = default_network_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            k = 1
+            while (folder / f"my_nuclei_{k}.safetensors").exists():
+                k += 1
+            path, _ = QFileDialog.getSaveFileName(
+                self,
+                "Save the new network",
+                str(folder / f"my_nuclei_{k}.safetensors"),
+                "Nucleus network (*.safetensors)",
+            )
+            if not path:
+                return None
+        try:
+            return self.train_session.run(layers, path, steps=steps)
+        except Sam3Error as exc:
+            notify_error(exc)
+            return None
+
+    def _on_trained(self, event) -> None:
+        """The new network joins Method (a worse one too, for the record) and is selected only
+        when it beats its base on the held-out labels."""
+        from pathlib import Path
+
+        result = event.value
+        self.train_label.setText("\n".join(event.lines))
+        path = str(result.path)
+        i = self.method_combo.findData(path)
+        if i < 0:
+            self.method_combo.addItem(f"learned: {Path(path).stem}", path)
+            i = self.method_combo.count() - 1
+        if result.better:
+            self.method_combo.setCurrentIndex(i)
+        self.set_status(f"Trained {result.steps} steps in {result.seconds:.0f} s.")

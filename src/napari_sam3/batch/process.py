@@ -226,7 +226,9 @@ class FileDiameter:
             from napari_sam3.core.counting.count import stack_count_options
 
             lazy = _PlaneData(self._planes)
-            opts = stack_count_options(lazy, s.method, polarity=s.polarity, rgb=self._planes[0].rgb)
+            opts = stack_count_options(
+                lazy, s.method, polarity=s.polarity, rgb=self._planes[0].rgb, net=s.net
+            )
             self.diameter = opts.get("diameter")
         self._planes = None  # the planes are the loop's from here on
         return self.diameter
@@ -270,6 +272,7 @@ def _count(plane, settings: BatchSettings, on_progress=None, file_diameter=None,
             scale=plane.scale,
             polarity=settings.polarity,
             method=settings.method,
+            net=settings.net,
         )
         labels, table, used = _drive(gen, plane.stem, on_progress)
         info["diameter"] = _rounded(used)
@@ -281,6 +284,7 @@ def _count(plane, settings: BatchSettings, on_progress=None, file_diameter=None,
         rgb=plane.rgb,
         polarity=settings.polarity,
         diameter_source="stack" if source == "file" else "given",
+        net=settings.net,
     )
     result = _drive(gen, plane.stem, on_progress)
     info["diameter"] = _rounded(result.diameter)

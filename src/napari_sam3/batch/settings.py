@@ -38,6 +38,7 @@ class BatchSettings:
     overwrite: bool = False
     refine: str = "low"
     polarity: str = "auto"  # classical count: "auto", "bright" or "dark" (forces the count)
+    net: str | None = None  # learned count: a nucleus-network file of the user's (None: shipped)
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +70,11 @@ class BatchSettings:
             d["exemplar_from"] = [s.fingerprint() for s in self.exemplar_from]
         if self.polarity == "auto":  # runs from before --polarity keep their fingerprint
             d.pop("polarity")
+        net = d.pop("net")  # by content: a retrained file under the same name is another run
+        if net is not None and self.method == "learned":
+            from napari_sam3.core.learned.model_file import file_sha256
+
+            d["net_sha256"] = file_sha256(net)
         if self.negative_exemplars:
             boxes, labels = self.exemplar_boxes()
             d["exemplars"] = boxes

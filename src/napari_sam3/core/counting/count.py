@@ -118,6 +118,7 @@ def iter_count(
     target_px: float = 40.0,
     max_objects_per_tile: int = 150,
     diameter_source: str = "given",
+    net=None,
 ) -> ProgressGen[CountResult]:
     """Count objects; yields `Progress`, returns a `CountResult`.
 
@@ -141,6 +142,8 @@ def iter_count(
     target_px, max_objects_per_tile : how "auto" sizes tiles (see `core.tiling.choose_tile_size`).
     diameter_source : "given" (by the user: a plane far from it gets a warning) or "stack" (the
         stack's own estimate, `iter_count_stack`).
+    net : learned: a nucleus-network file of your own (``napari-sam3 train``, the Count tab's
+        "Train on these labels"); None: the shipped network.
     """
     if method not in METHODS:
         raise Sam3Error(
@@ -183,6 +186,7 @@ def iter_count(
             min_size=min_size,
             max_size=max_size,
             exclude_border=exclude_border,
+            net=net,
         )
         labels, warnings, used_d = res.labels, list(res.warnings), res.diameter
         scores, prompts = None, "learned"
@@ -191,6 +195,8 @@ def iter_count(
             "network_scale": res.factor,
             "estimated_diameter": res.estimated_diameter,
         }
+        if net is not None and not hasattr(net, "forward"):
+            meta["network"] = str(net)
     else:
         labels, score_arr, prompt_list, used_d, warnings, meta = yield from iter_count_sam3(
             image,
@@ -273,6 +279,7 @@ def stack_count_options(planes, method: str = DEFAULT_COUNT_METHOD, **options) -
             to_intensity(mid, options.get("channel"), options.get("rgb")),
             d,
             options.get("polarity", "auto"),
+            net=options.get("net"),
         )
     return {**options, "diameter": d, "diameter_source": "stack"}
 

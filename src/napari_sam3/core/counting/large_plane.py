@@ -49,6 +49,7 @@ def iter_count_large_plane(
     prompt: str | None = None,
     polarity: str = "auto",
     method: str = DEFAULT_COUNT_METHOD,
+    net=None,
 ):
     """Count a large 2-D plane without SAM3 (``method`` "learned" or "classical"), tile by tile. Yields `Progress`; returns
     ``(labels, table, diameter)``: uint32 labels of the plane, the objects table
@@ -63,7 +64,9 @@ def iter_count_large_plane(
     if diameter is None:
         yield Progress("Estimating the object size on the central tile", 0, None)
         (r0, r1), (c0, c1) = rows[len(rows) // 2], cols[len(cols) // 2]
-        centre = run_to_end(iter_count(image[r0:r1, c0:c1], method, rgb=rgb, polarity=polarity))
+        centre = run_to_end(
+            iter_count(image[r0:r1, c0:c1], method, rgb=rgb, polarity=polarity, net=net)
+        )
         diameter = centre.diameter if np.isfinite(centre.diameter) else 20.0
     overlap = max(64, int(np.ceil(4 * float(diameter))))
     labels = np.zeros((h, w), np.uint32)
@@ -76,7 +79,7 @@ def iter_count_large_plane(
         x0, x1 = max(0, c0 - overlap), min(w, c1 + overlap)
         tile_image = image[y0:y1, x0:x1]
         res = run_to_end(
-            iter_count(tile_image, method, diameter=diameter, rgb=rgb, polarity=polarity)
+            iter_count(tile_image, method, diameter=diameter, rgb=rgb, polarity=polarity, net=net)
         )
         t = res.table
         if not len(t):

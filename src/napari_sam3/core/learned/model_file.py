@@ -14,14 +14,23 @@ from napari_sam3.core.defaults import NUCLEUS_NET_ENV
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.learned.network import NucleusNet
 
-__all__ = ["SHIPPED", "WIDTHS", "check_file", "configured_path", "load_network"]
+__all__ = [
+    "SHIPPED",
+    "WIDTHS",
+    "check_file",
+    "configured_path",
+    "file_sha256",
+    "load_network",
+    "load_trainable",
+    "read_metadata",
+]
 
 SHIPPED = Path(__file__).resolve().parent / "nucleus_net.safetensors"
 WIDTHS = (8, 16, 32, 48)
-_LOCK = threading.Lock()
-# Widths a weights file may declare: the shipped net uses up to 48 channels; 256 per level keeps a
-# foreign or damaged file's metadata (``widths`` 4096 would allocate ~10 GB) from building a giant.
+# a file's metadata is checked before any network is built: a foreign or damaged header must not
+# allocate gigabytes (the shipped net is (8, 16, 32, 48), ~0.4 MB)
 MAX_WIDTH, MAX_LEVELS = 256, 6
+_LOCK = threading.Lock()
 
 
 def configured_path(path: str | Path | None = None) -> str:
@@ -78,20 +87,48 @@ def check_file(path: str | Path | None = None) -> dict:
     return meta
 
 
-@lru_cache(maxsize=4)
-def _load(path: str) -> tuple[NucleusNet, dict]:
+def _not_ours(path, why: str) -> Sam3Error:
+    return Sam3Error(
+        f"{path} is not a nucleus-network weights file ({why}); train one with "
+        f"`napari-sam3 train` (or training/train_nucleus_net.py), or leave the network out (and "
+        f"unset {NUCLEUS_NET_ENV}) to use the shipped one."
+    )
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The file's metadata, checked by `check_file` (no network built); widths as JSON."""
+    meta = check_file(path)
+    meta["widths"] = json.dumps(list(json.loads(meta.get("widths", json.dumps(WIDTHS)))))
+    return meta
+
+
+def load_trainable(path: str | Path | None = None) -> tuple[NucleusNet, dict]:
+    """A fresh, unfused copy of a network file (train mode) to fine-tune; (network, metadata)."""
     from safetensors.torch import load_file
 
-    meta = check_file(path)  # before anything is built
+    path = path or SHIPPED
+    meta = read_metadata(path)
+    net = NucleusNet(tuple(json.loads(meta["widths"])))
     try:
-        net = NucleusNet(tuple(json.loads(meta.get("widths", json.dumps(WIDTHS)))))
-        net.load_state_dict(load_file(path))
-    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: say which and why
-        raise Sam3Error(
-            f"{path} is not a nucleus-network weights file written by "
-            f"training/train_nucleus_net.py ({type(exc).__name__}: {exc}); unset "
-            f"{NUCLEUS_NET_ENV} or point it at such a file."
-        ) from exc
+        net.load_state_dict(load_file(str(path)))
+    except Exception as exc:  # noqa: BLE001
+        raise _not_ours(path, f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+    return net, meta
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=4)
+def _load(path: str, _stamp: tuple) -> tuple[NucleusNet, dict]:
+    net, meta = load_trainable(path)
     net.eval()
     _fuse_batchnorm(net)
     # channels-last convolutions run ~2x faster on CPU (oneDNN) than the default layout
@@ -109,7 +146,12 @@ def load_network(path: str | Path | None = None) -> tuple[NucleusNet, dict]:
 
 def _load_locked(path: str | Path) -> tuple[NucleusNet, dict]:
     with _LOCK:  # two worker threads must not build it twice
-        return _load(str(path))
+        try:  # a file retrained under the same name is loaded again (size + mtime)
+            st = os.stat(path)
+            stamp = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = ()
+        return _load(str(path), stamp)
 
 
 def _fuse_batchnorm(net: torch.nn.Module) -> None:

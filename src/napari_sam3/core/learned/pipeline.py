@@ -23,7 +23,7 @@ from napari_sam3.core.classical.screening import screen_plane, working_foregroun
 from napari_sam3.core.classical.suitability import NOTHING_ABOVE_NOISE
 from napari_sam3.core.learned.instances import full_size_labels, instances
 from napari_sam3.core.learned.model_file import load_network
-from napari_sam3.core.learned.network import CANONICAL_DIAMETER
+from napari_sam3.core.learned.network import CANONICAL_DIAMETER, NucleusNet
 from napari_sam3.core.learned.predict import iter_predict_maps
 from napari_sam3.core.learned.scaling import normalise, scale_for
 from napari_sam3.core.progress import Progress, ProgressGen, run_to_end
@@ -68,13 +68,15 @@ def iter_segment_learned(
     max_size: float | None = None,
     exclude_border: bool = False,
     check_diameter: bool | None = None,
+    net=None,
 ) -> ProgressGen[LearnedResult]:
     """Segment nuclei; yields `Progress`, returns a `LearnedResult` (arguments as the classical
     `iter_segment_classical`: diameter in pixels, estimated when None; sizes in image pixels).
 
     ``check_diameter``: compare the diameter with the nuclei found and look again at theirs when
     far off (step 5); default only for an estimated diameter, True also for a given one (what
-    `stack_diameter` does with a stack's estimate)."""
+    `stack_diameter` does with a stack's estimate). ``net``: a network file (your own
+    fine-tuned one, `finetune`), a `NucleusNet`, or None for the shipped one."""
     total = 4
     plane = yield from screen_plane(
         image, diameter, channel=channel, polarity=polarity, label="Nucleus model", total=total
@@ -88,7 +90,7 @@ def iter_segment_learned(
         d = float(diameter) if diameter is not None else float("nan")
         warnings = [*plane.warnings, NOTHING_ABOVE_NOISE]
         return LearnedResult(np.zeros(img.shape, np.int32), d, None, "bright", 1.0, warnings)
-    net, _ = load_network()
+    net = resolve_network(net)
     norm = normalise(img if plane.polarity == "bright" else -img)
     used = plane.diameter
     check = plane.estimated is not None if check_diameter is None else check_diameter
@@ -125,10 +127,17 @@ def iter_segment_learned(
     return LearnedResult(labels, used, plane.estimated, plane.polarity, factor, plane.warnings)
 
 
-def stack_diameter(plane: np.ndarray, estimate: float, polarity: str = "auto") -> float:
+def resolve_network(net=None) -> NucleusNet:
+    """A `NucleusNet` from a file path, a network, or None (the shipped one / the env var)."""
+    if isinstance(net, NucleusNet):
+        return net
+    return load_network(net)[0]
+
+
+def stack_diameter(plane: np.ndarray, estimate: float, polarity: str = "auto", net=None) -> float:
     """A stack's estimated diameter checked by the network on one of its planes (step 5 of the
     plane pipeline, once for the whole stack so its planes still share one scale)."""
-    res = segment_learned(plane, estimate, polarity=polarity, check_diameter=True)
+    res = segment_learned(plane, estimate, polarity=polarity, check_diameter=True, net=net)
     return res.diameter if res.labels.any() and np.isfinite(res.diameter) else estimate
 
 

@@ -1,0 +1,88 @@
+"""The Count tab's "Train on these labels" in a real napari viewer (run under ``xvfb-run -a``)."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam3._widget import Sam3Widget
+from napari_sam3.core.learned.model_file import WIDTHS
+from napari_sam3.core.learned.network import NucleusNet
+from napari_sam3.core.learned.training import iter_train, prepare_plane
+from napari_sam3.core.progress import run_to_end
+from napari_sam3.core.synthetic import synthetic_nuclei
+from napari_sam3.io.network_file import save_network
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+
+@pytest.fixture
+def tab(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = Sam3Widget(viewer)
+    viewer.window.add_dock_widget(widget, name="SAM3")
+    widget.tabs.setCurrentWidget(widget.count_tab)
+    yield viewer, widget, widget.count_tab
+    widget.cleanup()
+    widget.runner.wait(30)
+
+
+def test_train_on_painted_labels_selects_the_better_network(qtbot, tab, tmp_path):
+    viewer, widget, tab = tab
+    torch.manual_seed(0)
+    base = NucleusNet(WIDTHS)  # a deliberately bad base: 10 steps from scratch
+    img0, lab0 = synthetic_nuclei((160, 160), seed=0, diameter=14)
+    run_to_end(iter_train(base, prepare_plane("s", "s", img0, lab0, 14.0), 10, batch_size=4))
+    base_path = tmp_path / "bad.safetensors"
+    save_network(base, base_path, {})
+    images = [synthetic_nuclei((160, 160), seed=s, diameter=14) for s in (1, 2)]
+    stack = np.stack([i for i, _ in images])
+    viewer.add_image(stack, name="nuclei")
+    painted = viewer.add_labels(np.stack([lb for _, lb in images]).astype(np.int32), name="mine")
+    out = tmp_path / "mine.safetensors"
+    tab.train_session.run([painted], out, steps=30, base=base_path)
+    qtbot.waitUntil(lambda: widget.idle, timeout=300_000)
+    result = tab.train_session.last
+    assert result is not None and result.better and out.is_file()
+    assert "F1 on held-out labels:" in tab.train_label.text()
+    assert tab.method_combo.currentData() == str(out)
+    assert tab.method_combo.currentText() == "learned: mine"
+    # counting now uses the new network
+    viewer.dims.set_point(0, 1)
+    tab.refresh_layer_choices()
+    tab.run_count()
+    qtbot.waitUntil(lambda: widget.idle, timeout=120_000)
+    counted = tab.last
+    n_true = len(np.unique(images[1][1])) - 1
+    assert abs(counted.count - n_true) < 0.25 * n_true
+
+
+def test_train_without_labels_says_what_to_do(qtbot, tab, tmp_path, monkeypatch):
+    viewer, widget, tab = tab
+    errors = []
+    monkeypatch.setattr("napari_sam3._qt.count_tab.notify_error", errors.append)
+    viewer.add_image(np.zeros((64, 64), np.float32), name="img")
+    empty = viewer.add_labels(np.zeros((64, 64), np.int32), name="empty")
+    assert tab.train_on_labels([empty], str(tmp_path / "x.safetensors")) is None
+    assert "no objects" in str(errors[-1])
+    viewer.layers.selection.clear()
+    assert tab.train_on_labels(path=str(tmp_path / "x.safetensors")) is None
+    assert "Select the corrected Labels" in str(errors[-1])
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_reviewed_labels_train_without_their_rejected_objects(tab):
+    import pandas as pd
+
+    from napari_sam3._napari.train_session import labelled_pairs
+    from napari_sam3.core.results.review import REJECTED, STATUS_COLUMN
+
+    viewer, _, _ = tab
+    img, lab = synthetic_nuclei((96, 96), seed=4, diameter=14)
+    viewer.add_image(img, name="cells")
+    ids = np.unique(lab)[1:]
+    status = [REJECTED if i == ids[0] else "accepted" for i in ids]
+    features = pd.DataFrame({"label": ids, STATUS_COLUMN: status})
+    reviewed = viewer.add_labels(lab, name="SAM3: nucleus", features=features)
+    ((name, image, plane),) = labelled_pairs(viewer, [reviewed])
+    assert name == "cells" and image.shape == plane.shape == lab.shape
+    assert ids[0] not in plane and set(np.unique(plane)[1:]) == set(ids[1:])
