@@ -33,7 +33,7 @@ from napari_sam3.core.learned.network import CANONICAL_DIAMETER, NucleusNet  # n
 CROP = 128
 
 
-def crop(plane: dataset.Plane, rng: np.random.Generator):
+def crop(plane: dataset.Plane, rng: np.random.Generator, wide: bool = True):
     h, w = plane.image.shape
     arrays = [plane.image, plane.foreground.astype(np.float32), plane.centre]
     if h < CROP or w < CROP:
@@ -45,16 +45,16 @@ def crop(plane: dataset.Plane, rng: np.random.Generator):
     k = int(rng.integers(4))
     flip = bool(rng.integers(2))
     out = [np.rot90(a[:, ::-1] if flip else a, k) for a in out]
-    img = photometric(out[0], rng)
+    img = photometric(out[0], rng, wide=wide)
     return np.stack([img.astype(np.float32), out[1].copy(), out[2].copy()])
 
 
-def batch(planes_by_source, rng, n):
+def batch(planes_by_source, rng, n, wide: bool = True):
     sources = list(planes_by_source)
     items = []
     for _ in range(n):
         ps = planes_by_source[sources[rng.integers(len(sources))]]
-        items.append(crop(ps[rng.integers(len(ps))], rng))
+        items.append(crop(ps[rng.integers(len(ps))], rng, wide))
     b = torch.from_numpy(np.stack(items))
     return b[:, :1], b[:, 1:2], b[:, 2:3]
 
@@ -75,6 +75,11 @@ def main(argv=None) -> int:
     )
     ap.add_argument(
         "--synthetic-only", action="store_true", help="no real planes (a smoke test of the script)"
+    )
+    ap.add_argument(
+        "--narrow-augment",
+        action="store_true",
+        help="the augmentations before issue 18 (to compare recipes at equal steps)",
     )
     ap.add_argument("--checkpoints", type=Path, default=Path(__file__).parent / "_out")
     a = ap.parse_args(argv)
@@ -97,7 +102,7 @@ def main(argv=None) -> int:
     a.checkpoints.mkdir(parents=True, exist_ok=True)
     running = []
     for step in range(1, a.steps + 1):
-        x, fg, ce = batch(by_source, rng, a.batch)
+        x, fg, ce = batch(by_source, rng, a.batch, not a.narrow_augment)
         out = net(x)
         loss = F.binary_cross_entropy_with_logits(
             out[:, :1], fg
@@ -124,6 +129,7 @@ def main(argv=None) -> int:
                 "licences": json.dumps(dataset.LICENCES),
                 "script": "training/train_nucleus_net.py",
                 "left_out": json.dumps(a.leave_out),
+                "augment": "narrow" if a.narrow_augment else "wide",
             }
             state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
             path = a.out if step == a.steps else a.checkpoints / f"step{step}.safetensors"
