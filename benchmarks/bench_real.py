@@ -12,6 +12,9 @@ images: how the counter does on a lab's images it never saw. A missing network f
 with the command that makes it. ``--compare-dir`` adds a second set of such networks (e.g. an older
 augmentation recipe at the same steps) as an extra column.
 
+Scores of the leave-one-source-out rows are remembered in benchmarks/_out/loso_scores.json
+(delete it after changing a counter).
+
 SECOND, labelled "same-source": the shipped network on the test side of its training sources
 (other frames / files of a source it was trained on).
 
@@ -19,10 +22,10 @@ The wheels are fetched once with ``pip download --no-deps`` into benchmarks/_out
 converted to .npz there (see real_sets.py for sources and licences); without a reachable package
 index and no cache, the script says so and exits 0.
 
-Images: the TEST side of `real_sets.split_of` by default (mnfinder: every other file; HeLa and
-scratch: the later half of the frames; CHO 3-D + t and phase contrast: all), because the
-``learned`` counter was trained on the other side; ``--side all`` scores classical and baseline
-on every image (the learned one is never scored on images it was trained on).
+Same-source images: the TEST side of `real_sets.split_of` (mnfinder sets: every other file;
+HeLa, scratch and CHO 3-D + t: the later half of the time points; phase contrast: all), because
+the ``learned`` counter was trained on the other side; ``--side all`` scores classical and
+baseline on every image (the learned one is never scored on images it was trained on).
 
 Methods, each as a user runs it:
 - ``learned``: the shipped nucleus network (``napari-sam3 count IMG --method learned``), NO
@@ -254,6 +257,22 @@ def _with_net(path: Path | None, fn):
             os.environ[NUCLEUS_NET_ENV] = old
 
 
+SCORE_CACHE = HERE / "_out" / "loso_scores.json"
+
+
+def _cached_score(key: str, fn) -> dict:
+    """``fn()``, remembered in SCORE_CACHE under ``key`` (which names the weights file and its
+    modification time), so that networks finishing one after another are scored once each."""
+    import json
+
+    cache = json.loads(SCORE_CACHE.read_text()) if SCORE_CACHE.is_file() else {}
+    if key not in cache:
+        cache[key] = fn()
+        SCORE_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        SCORE_CACHE.write_text(json.dumps(cache))
+    return cache[key]
+
+
 def leave_one_source_out(sources, loso_dir: Path, compare_dir: Path | None):
     """(summary lines, detail lines): every source scored with the network trained without it."""
     head = ["source (all images)", "planes", "true nuclei", "learned, never saw it"]
@@ -280,7 +299,10 @@ def leave_one_source_out(sources, loso_dir: Path, compare_dir: Path | None):
                     f"--out {path}"
                 )
                 continue
-            r = _with_net(path, lambda files=files: score(files, "learned"))
+            key = f"{s}|learned|{path.resolve()}|{path.stat().st_mtime}"
+            r = _cached_score(
+                key, lambda p=path, f=files: _with_net(p, lambda: score(f, "learned"))
+            )
             f1[key] = r
             used.append(
                 f"{path.relative_to(HERE.parent) if path.is_relative_to(HERE.parent) else path} ({_net_steps(path)})"
@@ -288,7 +310,7 @@ def leave_one_source_out(sources, loso_dir: Path, compare_dir: Path | None):
             detail.append(line(s, f"learned, trained WITHOUT {s} ({folder.name})", r))
             print(detail[-1], flush=True)
         for m in ("classical", "baseline"):
-            f1[m] = score(files, m)
+            f1[m] = _cached_score(f"{s}|{m}", lambda m=m, f=files: score(f, m))
             detail.append(line(s, m, f1[m]))
             print(detail[-1], flush=True)
         n_true = f1["classical"]["n_true"]
