@@ -294,19 +294,18 @@ def leave_one_source_out(sources, loso_dir: Path, compare_dir: Path | None):
             path = folder / f"{s}.safetensors"
             if not path.is_file():
                 f1[key] = None
+                rel = os.path.relpath(path, HERE.parent)
                 used.append(
-                    f"{path} missing: python training/train_nucleus_net.py --leave-out {s} "
-                    f"--out {path}"
+                    f"{rel} missing: python training/train_nucleus_net.py --leave-out {s} "
+                    f"--out {rel}"
                 )
                 continue
-            key = f"{s}|learned|{path.resolve()}|{path.stat().st_mtime}"
+            ckey = f"{s}|learned|{path.resolve()}|{path.stat().st_mtime}"
             r = _cached_score(
-                key, lambda p=path, f=files: _with_net(p, lambda: score(f, "learned"))
+                ckey, lambda p=path, f=files: _with_net(p, lambda: score(f, "learned"))
             )
             f1[key] = r
-            used.append(
-                f"{path.relative_to(HERE.parent) if path.is_relative_to(HERE.parent) else path} ({_net_steps(path)})"
-            )
+            used.append(f"{os.path.relpath(path, HERE.parent)} ({_net_steps(path)})")
             detail.append(line(s, f"learned, trained WITHOUT {s} ({folder.name})", r))
             print(detail[-1], flush=True)
         for m in ("classical", "baseline"):
@@ -383,7 +382,11 @@ def main() -> int:
                     "empty (dim, uneven)",
                 ):
                     continue  # the baseline needs a true diameter; there is none
-                r = score(files, m)
+                if m == "learned":  # the network under test changes; the others do not
+                    r = score(files, m)
+                else:
+                    key = f"same-source|{name}|{a.side}|{m}"
+                    r = _cached_score(key, lambda m=m, f=files: score(f, m))
                 lines.append(line(name, m, r))
                 print(lines[-1], flush=True)
                 if m != "baseline" and r["warns"]:
