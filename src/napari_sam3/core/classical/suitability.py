@@ -16,7 +16,13 @@ from scipy import ndimage as ndi
 
 from napari_sam3.core.classical.foreground import smooth_field, smoothing_gain
 
-__all__ = ["NOT_FLUORESCENCE", "NOTHING_ABOVE_NOISE", "background_fraction", "looks_transmitted"]
+__all__ = [
+    "FORCED_NOT_FLUORESCENCE",
+    "NOT_FLUORESCENCE",
+    "NOTHING_ABOVE_NOISE",
+    "background_fraction",
+    "looks_transmitted",
+]
 
 NEAR_FLOOR_SIGMA = 8.0  # "near the floor": within this many sigma of the smoothed noise
 MIN_BACKGROUND_FRACTION = 0.25  # measured: fluorescence >= 0.35 (real >= 0.57), phase <= 0.17
@@ -32,6 +38,15 @@ NOT_FLUORESCENCE = (
     "none were counted. Pick the fluorescence channel, or count with SAM3 and exemplar boxes "
     "(or set the polarity yourself, bright or dark objects, to force the classical count: "
     "CLI --polarity bright)."
+)
+
+# Kept in the result when the user forces the polarity past the check above: the count runs as
+# asked, but thousands of "objects" on an H&E or brightfield plane must not come back unflagged.
+FORCED_NOT_FLUORESCENCE = (
+    "This plane does not look like fluorescence (almost no pixel is near the background level, as "
+    "in phase contrast, brightfield or H&E): it was counted only because the polarity was set, and "
+    "an intensity threshold is unreliable here, so check the objects. Pick the fluorescence "
+    "channel, or count with SAM3 and exemplar boxes."
 )
 
 
