@@ -31,3 +31,10 @@ MIN_TILE = 64
 def default_model() -> str:
     """``$NAPARI_SAM3_MODEL`` when set, else the hub checkpoint."""
     return os.environ.get(MODEL_ENV, "").strip() or MODEL_ID
+
+# Adapting SAM3 to a user's labels (core.sam3.adapt, `napari-sam3 adapt`, the widget's Adapt):
+# low-rank updates of the detector heads on cached image features (benchmarks/results_adapt.md).
+ADAPT_STEPS = 150
+ADAPT_RANK = 8
+ADAPT_LEARNING_RATE = 2e-3
+ADAPT_HOLDOUT = 0.25  # fraction of the images (or, with one image, of its objects) held out
