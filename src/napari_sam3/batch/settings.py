@@ -38,6 +38,7 @@ class BatchSettings:
     overwrite: bool = False
     refine: str = "low"
     polarity: str = "auto"  # classical count: "auto", "bright" or "dark" (forces the count)
+    adapter: str | None = None  # a SAM3 adapter file (core.sam3.adapter), absolute path
     extra: dict = field(default_factory=dict, compare=False)
 
     def result_fields(self) -> dict:
@@ -57,6 +58,11 @@ class BatchSettings:
             d["exemplar_from"] = [s.fingerprint() for s in self.exemplar_from]
         if self.polarity == "auto":  # runs from before --polarity keep their fingerprint
             d.pop("polarity")
+        d.pop("adapter")  # by content when given; runs without one keep their fingerprint
+        if self.adapter:
+            from napari_sam3.core.sam3.adapter import file_sha256
+
+            d["adapter"] = file_sha256(self.adapter)
         if self.negative_exemplars:
             boxes, labels = self.exemplar_boxes()
             d["exemplars"] = boxes

@@ -338,31 +338,45 @@ def _train_items(engine, splits: Sequence[_Split]) -> list[_TrainItem]:
             continue
         ex = sp.example
         encoded = engine.encode(ex.plane, rgb=ex.rgb)  # cached: a hash
-        vision = _trainable_vision(encoded.vision)
-        size = tuple(vision.fpn_hidden_states[0].shape[-2:])  # the mask head's resolution
-        masks, boxes = _object_masks(sp.train, size)
-        ignore = _object_masks(sp.ignore, size)[0] if sp.ignore is not None else None
-        negatives = _object_masks(ex.rejected, size)[0] if ex.rejected is not None else None
-        items.append(_TrainItem(vision, Targets(masks, boxes, ignore, negatives)))
+        items.append(train_item(encoded.vision, sp.train, sp.ignore, ex.rejected))
     return items
 
 
+def train_item(vision, labels, ignore=None, rejected=None) -> _TrainItem:
+    """Trainable copies of cached features and the targets of ``labels`` at the mask head's
+    resolution (``ignore``: objects left out; ``rejected``: hard negatives; label images)."""
+    vision = _trainable_vision(vision)
+    size = tuple(vision.fpn_hidden_states[0].shape[-2:])  # the mask head's resolution
+    masks, boxes = _object_masks(labels, size)
+    ignored = _object_masks(ignore, size)[0] if ignore is not None else None
+    negatives = _object_masks(rejected, size)[0] if rejected is not None else None
+    return _TrainItem(vision, Targets(masks, boxes, ignored, negatives))
+
+
 def _train_step(engine, adapter, optim, item: _TrainItem, text_embeds, text_mask) -> float:
-    """One optimisation step on one image; the engine's own adapter is restored afterwards."""
+    """One optimisation step on one image under the engine's lock (its adapter is restored)."""
+    with engine._lock:
+        autocast = heads_autocast(engine.device, engine.cpu_fast_path)
+        return train_step(
+            engine.model.detector_model, adapter, optim, item, text_embeds, text_mask, autocast
+        )
+
+
+def train_step(detector, adapter, optim, item: _TrainItem, text_embeds, text_mask, autocast):
+    """Forward (under ``autocast``, a context), matching loss, backward, optimiser step; returns
+    the loss. The detector's active adapter is ``adapter`` during the step only."""
     import torch
 
-    detector = engine.model.detector_model
-    with engine._lock:
-        previous = set_active(detector, adapter)
-        try:
-            with torch.enable_grad(), heads_autocast(engine.device, engine.cpu_fast_path):
-                out = detector(
-                    vision_embeds=item.vision, text_embeds=text_embeds, attention_mask=text_mask
-                )
-            loss, _ = detection_loss(out, item.targets)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-        finally:
-            set_active(detector, previous)
+    previous = set_active(detector, adapter)
+    try:
+        with torch.enable_grad(), autocast:
+            out = detector(
+                vision_embeds=item.vision, text_embeds=text_embeds, attention_mask=text_mask
+            )
+        loss, _ = detection_loss(out, item.targets)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+    finally:
+        set_active(detector, previous)
     return float(loss.detach())
