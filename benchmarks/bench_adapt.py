@@ -109,6 +109,15 @@ def full_rows(args) -> list[str]:
             print(
                 f"{name} step {i}: {time.perf_counter() - t:.2f} s loss {loss:.2f}", file=sys.stderr
             )
+        fwd = []
+        for _ in range(2):  # the same forward without gradients: what inference costs
+            sync(device)
+            t = time.perf_counter()
+            with torch.inference_mode(), ctx():
+                detector(vision_embeds=item.vision, text_embeds=text_embeds, attention_mask=mask)
+            sync(device)
+            fwd.append(time.perf_counter() - t)
+        rows.append(f"| detector forward without adapter (inference), {name} | {min(fwd):.2f} s (min of 2) | |")
         rows.append(
             f"| adaptation step, {name} | {np.median(times):.2f} s "
             f"(min {min(times):.2f}, {len(times)} steps) | {peak_memory(device):.1f} GiB |"

@@ -98,3 +98,42 @@ def test_adapter_enters_the_fingerprint(tmp_path):
     with_b = BatchSettings(prompts=("nucleus",), adapter=str(b))
     assert len({base.fingerprint(), with_a.fingerprint(), with_b.fingerprint()}) == 3
     assert "adapter" not in base.result_fields()  # runs without one keep their fingerprint
+
+
+@pytest.mark.slow
+def test_track_with_adapter(tmp_path):
+    """track --adapter runs the video detector with the adapter (in its fingerprint too)."""
+    import torch
+
+    from napari_sam3.batch.track_settings import TrackSettings
+    from napari_sam3.cli import main
+    from napari_sam3.core.sam3.adapter import Sam3Adapter
+    from napari_sam3.core.sam3.engine import Sam3Engine
+    from napari_sam3.testing import tiny_checkpoint_dir
+
+    ckpt = tiny_checkpoint_dir(video=True)
+    engine = Sam3Engine.load(str(ckpt), device="cpu")
+    adapter = Sam3Adapter.new(engine.model.detector_model, rank=2)
+    with torch.no_grad():
+        for _, b in adapter.weights.values():
+            b.normal_(0, 0.5)
+    file = adapter.save(tmp_path / "v.sam3-adapter.safetensors")
+    movie = np.stack([synthetic_nuclei((64, 64), seed=s)[0] for s in range(3)])
+    tifffile.imwrite(tmp_path / "movie.tif", movie, metadata={"axes": "TYX"})
+    runs = {}
+    try:
+        for name, extra in (("plain", []), ("adapted", ["--adapter", str(file)])):
+            out = tmp_path / name
+            argv = ["track", str(tmp_path / "movie.tif"), "--prompt", "cell", "--model", str(ckpt),
+                    "--device", "cpu", "--threshold", "0.0", "--out", str(out), "--no-progress"]  # fmt: skip
+            assert main([*argv, *extra]) == 0
+            runs[name] = [tifffile.imread(p) for p in sorted(out.glob("*_tracks.tif"))]
+    finally:
+        engine.set_adapter(None)
+    assert runs["plain"] and len(runs["plain"]) == len(runs["adapted"])
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(runs["plain"], runs["adapted"], strict=True)
+    )
+    plain = TrackSettings(prompts=("cell",))
+    assert plain.fingerprint() != TrackSettings(prompts=("cell",), adapter=str(file)).fingerprint()
+    assert "adapter" not in plain.result_fields()

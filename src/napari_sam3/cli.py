@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_track_parser(sub, run_options)
     _add_adapter_option(seg)
     _add_adapter_option(cnt)
+    _add_adapter_option(sub.choices["track"])
     _add_adapt_parser(sub)
     gui = sub.add_parser("gui", help="open napari with the SAM3 widget")
     gui.add_argument("--sample", action="store_true", help="also open the offline nuclei sample")
@@ -277,6 +278,7 @@ def track_settings_from_args(args):
         start=args.start,
         axis=parse_axis(args.axis),
         overwrite=args.overwrite,
+        adapter=_adapter_path(args),
     )
 
 
