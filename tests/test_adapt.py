@@ -142,6 +142,33 @@ def test_matching_loss_prefers_the_right_query():
     assert generalized_iou(boxes[0, 2:3], boxes[0, 2:3]).item() == pytest.approx(1.0)
 
 
+def test_rejected_objects_are_hard_negatives():
+    """A confident query on a rejected object costs more than on plain background."""
+    h = 16
+    masks = torch.full((1, 3, h, h), -8.0)
+    masks[0, 0, 2:8, 2:8] = 8.0  # query 0: the accepted object
+    masks[0, 1, 10:15, 10:15] = 8.0  # query 1: what the user rejected
+    logits = torch.tensor([[5.0, 5.0, -5.0]])
+    boxes = torch.tensor([[[2 / h, 2 / h, 8 / h, 8 / h], [10 / h, 10 / h, 15 / h, 15 / h],
+                           [0.0, 0.0, 0.1, 0.1]]])  # fmt: skip
+
+    class Out:
+        pred_logits, pred_boxes, pred_masks, presence_logits = logits, boxes, masks, None
+
+    accepted = torch.zeros(1, h, h)
+    accepted[0, 2:8, 2:8] = 1
+    rejected = torch.zeros(1, h, h)
+    rejected[0, 10:15, 10:15] = 1
+    plain = Targets(accepted, boxes[0, :1])
+    with_negative = Targets(accepted, boxes[0, :1], negatives=rejected)
+    loss_plain, t_plain = detection_loss(Out, plain)
+    loss_neg, t_neg = detection_loss(Out, with_negative)
+    assert t_neg["class"] > 2 * t_plain["class"] > 0
+    # an ignored (held-out) object is neither rewarded nor punished
+    ignored = Targets(accepted, boxes[0, :1], ignore=rejected)
+    assert detection_loss(Out, ignored)[1]["class"] < t_plain["class"]
+
+
 def test_holdout_split():
     ex = _nuclei(4)
     splits = split_holdout(ex, 0.25, 0)
