@@ -199,3 +199,22 @@ def test_adapting_moves_heldout_f1_from_zero(base_engine, tmp_path):
     held = [ex for ex in examples if ex.name in result.adapter.meta["held_out"]]
     cands = base_engine.segment_text(held[0].plane, "nucleus")
     assert len(cands) >= 1
+
+
+def test_cancel_leaves_the_engine_as_it_was(base_engine):
+    import threading
+
+    from napari_sam3.core.errors import Cancelled
+
+    cancel = threading.Event()
+
+    def on_progress(p):
+        if p.message.startswith("Adapting: step 2/"):
+            cancel.set()
+
+    gen = iter_adapt(base_engine, _nuclei(3), AdaptSettings("nucleus", steps=50))
+    with pytest.raises(Cancelled):
+        run_to_end(gen, on_progress, cancel)
+    assert base_engine.adapter is None
+    plane = _nuclei(1)[0].plane
+    assert len(base_engine.segment_text(plane, "nucleus", min_score=0.5)) == 0  # base model

@@ -137,3 +137,18 @@ def test_track_with_adapter(tmp_path):
     plain = TrackSettings(prompts=("cell",))
     assert plain.fingerprint() != TrackSettings(prompts=("cell",), adapter=str(file)).fingerprint()
     assert "adapter" not in plain.result_fields()
+
+
+def test_adapter_that_is_not_better_is_not_written(labelled, tmp_path, tiny_checkpoint, capsys):
+    """One step cannot beat the base on the held-out images: exit 1, no file, the numbers said."""
+    from napari_sam3.cli import main
+
+    images, labels = labelled
+    out = tmp_path / "worse.sam3-adapter.safetensors"
+    argv = ["adapt", str(images), "--labels", str(labels), "--prompt", "nucleus", "--out", str(out),
+            "--steps", "1", "--model", str(tiny_checkpoint), "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "not better" in err and "held-out F1 0.000 -> 0.000" in err and "no adapter" in err
+    assert not out.exists()
+    assert main([*argv, "--keep-worse"]) == 0 and out.is_file()
