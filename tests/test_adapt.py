@@ -91,6 +91,12 @@ def test_adapter_file_round_trip_and_refusals(base_engine, tmp_path):
     path = adapter.save(tmp_path / "n.sam3-adapter.safetensors")
     with pytest.raises(Sam3Error, match="already exists"):
         adapter.save(path)
+    from napari_sam3.core.sam3.engine import Sam3Engine
+
+    same = Sam3Engine.load(base_engine.source, device="cpu", adapter=path)
+    assert same is base_engine and base_engine.adapter.meta["file"] == str(path)
+    assert Sam3Engine.load(base_engine.source, device="cpu").adapter is base_engine.adapter
+    base_engine.set_adapter(None)
     back = Sam3Adapter.load(path, det)
     assert back.rank == 3 and back.meta["concept"] == "nucleus" and back.meta["after"]["f1"] == 0.5
     for name, (a, b) in adapter.weights.items():
