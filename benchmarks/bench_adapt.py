@@ -117,7 +117,9 @@ def full_rows(args) -> list[str]:
                 detector(vision_embeds=item.vision, text_embeds=text_embeds, attention_mask=mask)
             sync(device)
             fwd.append(time.perf_counter() - t)
-        rows.append(f"| detector forward without adapter (inference), {name} | {min(fwd):.2f} s (min of 2) | |")
+        rows.append(
+            f"| detector forward without adapter (inference), {name} | {min(fwd):.2f} s (min of 2) | |"
+        )
         rows.append(
             f"| adaptation step, {name} | {np.median(times):.2f} s "
             f"(min {min(times):.2f}, {len(times)} steps) | {peak_memory(device):.1f} GiB |"
