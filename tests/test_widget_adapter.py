@@ -63,3 +63,32 @@ def test_adapter_field_changes_the_next_runs(qtbot, sam3, tmp_path):
     again = _scores(qtbot, viewer, widget)
     assert engine.adapter is None
     np.testing.assert_allclose(again, base, rtol=1e-6)
+
+
+def test_adapt_to_these_results(qtbot, sam3):
+    """Segment, fix the result by hand (the true nuclei), adapt: the verdict is shown and the
+    adapter is used by the next runs only when it is better on the held-out objects."""
+    from napari_sam3._qt.adapt_action import start_adapt
+    from napari_sam3.core.sam3.adapt import AdaptSettings
+    from napari_sam3.core.synthetic import synthetic_nuclei
+
+    viewer, widget, engine = sam3
+    img, truth = synthetic_nuclei((224, 224), n=4, seed=0, diameter=60.0, touching=0)
+    viewer.add_image(img, name="cells")
+    tab = widget.segment_tab
+    tab.concepts_edit.setText("nucleus")
+    tab.run_text()
+    qtbot.waitUntil(lambda: widget.idle, timeout=TIMEOUT)
+    layer = tab.session.last_text.layer
+    layer.data = truth.astype(layer.data.dtype)  # the user's corrected masks
+    reports = []
+    job = start_adapt(tab, AdaptSettings("nucleus", steps=20))
+    assert job is not None
+    qtbot.waitUntil(lambda: widget.idle, timeout=TIMEOUT)
+    reports.append(tab.status_label.text())
+    adapted = tab.last_adapt
+    assert "held-out F1" in reports[-1] and reports[-1] == adapted.message
+    assert adapted.adapter.meta["held_out"] == ["cells: 1 object(s)"]
+    assert (widget.holder.adapter is adapted.adapter) == adapted.selected
+    _scores(qtbot, viewer, widget)  # the next run works, with the adapter if it was selected
+    assert (engine.adapter is adapted.adapter) == adapted.selected
