@@ -14,6 +14,7 @@ from napari_sam3.core.sam3.adapt import AdaptExample, AdaptSettings, iter_adapt,
 from napari_sam3.core.sam3.adapter import Sam3Adapter, adapted_layers
 from napari_sam3.core.sam3.matching_loss import Targets, detection_loss, generalized_iou
 from napari_sam3.core.synthetic import synthetic_nuclei
+from napari_sam3.io.adapter_file import write_adapter
 
 
 @pytest.fixture
@@ -64,8 +65,8 @@ def test_zero_adapter_parity_with_transformers(base_engine, tiny_checkpoint, tmp
     from transformers import Sam3Model, Sam3Processor
 
     plane = _nuclei(1, 3, 40)[0].plane
-    file = Sam3Adapter.new(base_engine.model.detector_model, rank=2).save(
-        tmp_path / "z.safetensors"
+    file = write_adapter(
+        Sam3Adapter.new(base_engine.model.detector_model, rank=2), tmp_path / "z.safetensors"
     )
     base_engine.set_adapter(file)
     rgb = np.repeat(((plane - plane.min()) / np.ptp(plane) * 255).astype(np.uint8)[..., None], 3, 2)
@@ -88,9 +89,9 @@ def test_adapter_file_round_trip_and_refusals(base_engine, tmp_path):
         for _, b in adapter.weights.values():
             b.normal_()
     adapter.meta.update(concept="nucleus", steps=5, before={"f1": 0.0}, after={"f1": 0.5})
-    path = adapter.save(tmp_path / "n.sam3-adapter.safetensors")
+    path = write_adapter(adapter, tmp_path / "n.sam3-adapter.safetensors")
     with pytest.raises(Sam3Error, match="already exists"):
-        adapter.save(path)
+        write_adapter(adapter, path)
     from napari_sam3.core.sam3.engine import Sam3Engine
 
     same = Sam3Engine.load(base_engine.source, device="cpu", adapter=path)
@@ -200,7 +201,7 @@ def test_adapting_moves_heldout_f1_from_zero(base_engine, tmp_path):
     assert result.after["f1"] >= 0.5, result.message
     assert result.selected and "better" in result.message
     assert base_engine.adapter is None  # training leaves the engine as it was
-    path = result.adapter.save(tmp_path / "a.sam3-adapter.safetensors")
+    path = write_adapter(result.adapter, tmp_path / "a.sam3-adapter.safetensors")
     base_engine.set_adapter(path)
     held = [ex for ex in examples if ex.name in result.adapter.meta["held_out"]]
     cands = base_engine.segment_text(held[0].plane, "nucleus")

@@ -14,6 +14,7 @@ from napari_sam3.batch.settings import BatchSettings
 from napari_sam3.core.results.measure import match_labels
 from napari_sam3.core.synthetic import synthetic_nuclei
 from napari_sam3.io import read_labels_tiff
+from napari_sam3.io.adapter_file import write_adapter
 
 
 def _cli() -> list[str]:
@@ -117,7 +118,7 @@ def test_track_with_adapter(tmp_path):
     with torch.no_grad():
         for _, b in adapter.weights.values():
             b.normal_(0, 0.5)
-    file = adapter.save(tmp_path / "v.sam3-adapter.safetensors")
+    file = write_adapter(adapter, tmp_path / "v.sam3-adapter.safetensors")
     movie = np.stack([synthetic_nuclei((64, 64), seed=s)[0] for s in range(3)])
     tifffile.imwrite(tmp_path / "movie.tif", movie, metadata={"axes": "TYX"})
     runs = {}

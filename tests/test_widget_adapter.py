@@ -6,6 +6,7 @@ import torch
 
 from napari_sam3._widget import Sam3Widget
 from napari_sam3.core.sam3.adapter import Sam3Adapter
+from napari_sam3.io.adapter_file import write_adapter
 
 pytestmark = pytest.mark.gui
 
@@ -50,7 +51,7 @@ def test_adapter_field_changes_the_next_runs(qtbot, sam3, tmp_path):
     with torch.no_grad():
         for _, b in adapter.weights.values():
             b.normal_(0, 0.3)
-    path = adapter.save(tmp_path / "a.sam3-adapter.safetensors")
+    path = write_adapter(adapter, tmp_path / "a.sam3-adapter.safetensors")
 
     widget.adapter_edit.setText(str(path))
     widget.adapter_edit.editingFinished.emit()

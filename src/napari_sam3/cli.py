@@ -478,6 +478,7 @@ def _adapt(args) -> int:
     from napari_sam3.core.progress import run_to_end
     from napari_sam3.core.sam3.adapt import AdaptSettings, iter_adapt
     from napari_sam3.core.sam3.engine import Sam3Engine
+    from napari_sam3.io.adapter_file import write_adapter
     from napari_sam3.io.atomic import check_writable
 
     check_writable(args.out, args.overwrite)  # before minutes of training
@@ -497,7 +498,7 @@ def _adapt(args) -> int:
     if not result.selected and not args.keep_worse:
         print("napari-sam3: no adapter written (--keep-worse writes it anyway).", file=sys.stderr)
         return 1
-    result.adapter.save(args.out, overwrite=args.overwrite)
+    write_adapter(result.adapter, args.out, overwrite=args.overwrite)
     print(f"napari-sam3: adapter written to {args.out}", file=sys.stderr)
     return 0
 

@@ -60,9 +60,9 @@ class BatchSettings:
             d.pop("polarity")
         d.pop("adapter")  # by content when given; runs without one keep their fingerprint
         if self.adapter:
-            from napari_sam3.core.sam3.adapter import file_sha256
+            from napari_sam3.io.adapter_file import adapter_digest
 
-            d["adapter"] = file_sha256(self.adapter)
+            d["adapter"] = adapter_digest(self.adapter)
         if self.negative_exemplars:
             boxes, labels = self.exemplar_boxes()
             d["exemplars"] = boxes

@@ -44,9 +44,9 @@ class TrackSettings:
         d.pop("overwrite")
         d.pop("adapter")  # by content when given; runs without one keep their fingerprint
         if self.adapter:
-            from napari_sam3.core.sam3.adapter import file_sha256
+            from napari_sam3.io.adapter_file import adapter_digest
 
-            d["adapter"] = file_sha256(self.adapter)
+            d["adapter"] = adapter_digest(self.adapter)
         return {"command": "track", **d, "model": self.model_label()}
 
     def fingerprint(self) -> str:

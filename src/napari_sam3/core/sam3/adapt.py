@@ -2,7 +2,7 @@
 
     result = run_to_end(iter_adapt(engine, examples, AdaptSettings("nucleus")))
     if result.selected:
-        result.adapter.save("nucleus.sam3-adapter.safetensors")
+        write_adapter(result.adapter, "nucleus.sam3-adapter.safetensors")  # napari_sam3.io
         engine.set_adapter(result.adapter)
 
 Each image is encoded once by the engine (its feature cache: the vision backbone is ~95 % of a

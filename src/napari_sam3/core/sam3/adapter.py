@@ -15,9 +15,10 @@ A hook reads the adapter currently set on the detector (`set_active`); with none
 the layer's output untouched, so the model is exactly the base model. The parameter names of the
 model never change (no wrapped modules), so loading and parity with transformers are unaffected.
 
-The file is safetensors: ``<layer>.lora_A`` (rank, in) and ``<layer>.lora_B`` (out, rank) per
-layer, and string metadata with the provenance (`FORMAT`, base checkpoint and the digest of the
-adapted base weights, concept, images, label digests, steps, rank, held-out before -> after).
+The file is safetensors (written atomically by `io.adapter_file.write_adapter`):
+``<layer>.lora_A`` (rank, in) and ``<layer>.lora_B`` (out, rank) per layer, and string metadata
+with the provenance (`FORMAT`, base checkpoint and the digest of the adapted base weights,
+concept, images, label digests, steps, rank, held-out before -> after).
 A file of another format, for layers this model does not have, of the wrong shapes or made for
 other base weights is refused with one line (`Sam3Error`).
 """
@@ -151,21 +152,15 @@ class Sam3Adapter:
                 self.weights[k][1].copy_(b)
 
     # ------------------------------------------------------------------ file
-    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the adapter atomically (`io.atomic`); refuses to replace a file unless asked."""
-        from safetensors.torch import save_file
-
-        from napari_sam3.io.atomic import atomic_path
-
+    def file_contents(self) -> tuple[dict, dict]:
+        """(tensors, string metadata) of the adapter file (`io.adapter_file.write_adapter`)."""
         tensors = {}
         for name, (a, b) in self.weights.items():
             tensors[f"{name}.lora_A"] = a.detach().to("cpu").float().contiguous()
             tensors[f"{name}.lora_B"] = b.detach().to("cpu").float().contiguous()
         meta = {k: json.dumps(v) for k, v in self.meta.items()}
         meta.update(format=FORMAT, version=VERSION, rank=str(self.rank), alpha=str(self.alpha))
-        with atomic_path(path, overwrite) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
-        return Path(path)
+        return tensors, meta
 
     @classmethod
     def load(cls, path: str | os.PathLike, detector) -> Sam3Adapter:
@@ -231,13 +226,6 @@ class Sam3Adapter:
         adapter = cls(rank, alpha, weights, meta)
         adapter.meta["file"] = str(path)
         return adapter
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The adapter file's content digest (batch fingerprints name adapters by content)."""
-    from napari_sam3.io.atomic import file_digest
-
-    return file_digest(path)["sha256"][:16]
 
 
 # ---------------------------------------------------------------------- applying
