@@ -66,7 +66,7 @@ def test_adapter_field_changes_the_next_runs(qtbot, sam3, tmp_path):
     np.testing.assert_allclose(again, base, rtol=1e-6)
 
 
-def test_adapt_to_these_results(qtbot, sam3):
+def test_adapt_to_these_results(qtbot, sam3, tmp_path):
     """Segment, fix the result by hand (the true nuclei), adapt: the verdict is shown and the
     adapter is used by the next runs only when it is better on the held-out objects."""
     from napari_sam3._qt.adapt_action import start_adapt
@@ -93,3 +93,9 @@ def test_adapt_to_these_results(qtbot, sam3):
     assert (widget.holder.adapter is adapted.adapter) == adapted.selected
     _scores(qtbot, viewer, widget)  # the next run works, with the adapter if it was selected
     assert (engine.adapter is adapted.adapter) == adapted.selected
+    from napari_sam3._qt.adapt_action import save_adapter
+
+    assert tab.save_adapter_btn.isEnabled()
+    written = save_adapter(tab, str(tmp_path / "mine.sam3-adapter.safetensors"))
+    back = Sam3Adapter.load(written, engine.model.detector_model)
+    assert back.meta["concept"] == "nucleus" and back.meta["after"] == adapted.after

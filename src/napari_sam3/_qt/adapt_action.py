@@ -6,7 +6,7 @@ runs use, and the Model section says so. The tab needs only `add_adapt_button(ta
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QPushButton
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton
 
 from napari_sam3._napari.adapt_session import iter_adapt_result
 from napari_sam3._qt.worker import Job, notify_error, notify_info
@@ -23,7 +23,40 @@ def add_adapt_button(tab, layout) -> None:
         "adapted model is used by the next runs only when it is better there."
     )
     tab.adapt_btn.clicked.connect(lambda: start_adapt(tab))
-    layout.addWidget(tab.adapt_btn)
+    tab.save_adapter_btn = QPushButton("Save adapter...")
+    tab.save_adapter_btn.setToolTip(
+        "Write the last adaptation to a .sam3-adapter.safetensors file (with its before -> after "
+        "and provenance) for the CLI (--adapter) or a later session (Model section)."
+    )
+    tab.save_adapter_btn.setEnabled(False)
+    tab.save_adapter_btn.clicked.connect(lambda: save_adapter(tab))
+    row = QHBoxLayout()
+    row.addWidget(tab.adapt_btn)
+    row.addWidget(tab.save_adapter_btn)
+    layout.addLayout(row)
+
+
+def save_adapter(tab, path: str | None = None):
+    """Write the last adaptation (asks where when ``path`` is None); returns the path or None."""
+    from napari_sam3.io.adapter_file import write_adapter
+
+    adapted = getattr(tab, "last_adapt", None)
+    if adapted is None:
+        return None
+    if path is None:  # the dialog asks before replacing a file
+        concept = adapted.adapter.meta.get("concept", "sam3")
+        path, _ = QFileDialog.getSaveFileName(
+            tab, "Save adapter", f"{concept}.sam3-adapter.safetensors", "*.safetensors"
+        )
+        if not path:
+            return None
+    try:
+        written = write_adapter(adapted.adapter, path, overwrite=True)
+    except (Sam3Error, OSError) as exc:
+        notify_error(exc)
+        return None
+    tab.set_status(f"Adapter written to {written}.")
+    return written
 
 
 def start_adapt(tab, settings: AdaptSettings | None = None) -> Job | None:
@@ -47,6 +80,7 @@ def start_adapt(tab, settings: AdaptSettings | None = None) -> Job | None:
 
     def done(adapted) -> None:
         tab.last_adapt = adapted
+        tab.save_adapter_btn.setEnabled(True)
         tab.set_status(adapted.message)
         notify_info(adapted.message)
 
@@ -55,4 +89,4 @@ def start_adapt(tab, settings: AdaptSettings | None = None) -> Job | None:
     )
 
 
-__all__ = ["add_adapt_button", "start_adapt"]
+__all__ = ["add_adapt_button", "save_adapter", "start_adapt"]
