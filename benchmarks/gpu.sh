@@ -43,3 +43,9 @@ fi
     --sizes 640x480 1024x768 1200x800 2048x2048-tiled --tiles 9 \
     --out "$OUT" "$@"
 echo "table written to $OUT"
+
+# Adapting SAM3 (core.sam3.adapt): time per adaptation step on cached features, bf16 autocast,
+# full-size detector with random weights (benchmarks/results_adapt.md has the CPU numbers).
+ADAPT_OUT="${ADAPT_OUT:-${OUT_DIR:-$HERE}/results_adapt_gpu.md}"
+"$PYTHON" "$HERE/bench_adapt.py" --full --device cuda --steps 10 | tee "$ADAPT_OUT"
+echo "adaptation table written to $ADAPT_OUT"

@@ -80,6 +80,13 @@ class Sam3Widget(QWidget):
         row.addWidget(self.device_combo)
         row.addWidget(self.load_btn)
         model_form.addRow("Device", row)
+        self.adapter_edit = QLineEdit()
+        self.adapter_edit.setPlaceholderText("none (the base model)")
+        self.adapter_edit.setToolTip(
+            "A SAM3 adapter file (napari-sam3 adapt ... --out FILE): the next Segment and Count "
+            "runs use it. Empty: the base model."
+        )
+        model_form.addRow("Adapter", self.adapter_edit)
         self.model_status = QLabel("Model not loaded (loads on first run).")
         self.model_status.setWordWrap(True)
         model_form.addRow(self.model_status)
@@ -96,6 +103,7 @@ class Sam3Widget(QWidget):
         self._fitted = False
         narrow(self)
         self.model_edit.editingFinished.connect(self._update_model_status)
+        self.adapter_edit.editingFinished.connect(self._on_adapter_changed)
         self.device_combo.currentIndexChanged.connect(self._update_model_status)
         self.runner.listeners.append(lambda job: self._update_model_status())
         # Clean up even when napari deletes the dock without a close event.
@@ -104,6 +112,10 @@ class Sam3Widget(QWidget):
     # ------------------------------------------------------------------ model
     def model_settings(self) -> tuple[str, str]:
         return self.model_edit.text().strip() or default_model(), self.device_combo.currentText()
+
+    def _on_adapter_changed(self) -> None:
+        """The adapter file the next runs put on the engine (checked when a run starts)."""
+        self.holder.adapter = self.adapter_edit.text().strip() or None
 
     def _update_model_status(self, *args) -> None:
         source, device = self.model_settings()

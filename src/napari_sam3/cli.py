@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
 import warnings
 
@@ -39,6 +40,8 @@ examples:
   napari-sam3 track hyperstack.tif --prompt cell --axis T --out tracks/
   napari-sam3 track movies/ --prompt cell --out tracks/ --workers 2
   NAPARI_SAM3_MODEL=/data/models/sam3 napari-sam3 segment a.tif --prompt cell --out r/
+  napari-sam3 adapt plate/*.tif --labels reviewed/ --prompt nucleus --out nucleus.sam3-adapter.safetensors
+  napari-sam3 segment plate/ --prompt nucleus --adapter nucleus.sam3-adapter.safetensors --out r/
 
 A rerun with the same --out skips images whose outputs are complete (checked against the
 size and hash in <out>/.done/<stem>.json; <stem>_tracks.json for track) and redoes the rest.
@@ -103,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"napari-sam3 {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{segment,count,track,train,gui}")
+    sub = parser.add_subparsers(dest="command", metavar="{segment,count,track,train,adapt,gui}")
 
     run_options = _run_options()
     common = argparse.ArgumentParser(add_help=False, parents=[run_options])
@@ -212,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_track_parser(sub, run_options)
     _add_train_parser(sub)
+    _add_adapter_option(seg)
+    _add_adapter_option(cnt)
+    _add_adapter_option(sub.choices["track"])
+    _add_adapt_parser(sub)
     gui = sub.add_parser("gui", help="open napari with the SAM3 widget")
     gui.add_argument("--sample", action="store_true", help="also open the offline nuclei sample")
     gui.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -328,6 +335,7 @@ def track_settings_from_args(args):
         start=args.start,
         axis=parse_axis(args.axis),
         overwrite=args.overwrite,
+        adapter=_adapter_path(args),
     )
 
 
@@ -406,6 +414,7 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
         refine=getattr(args, "refine", "low"),
         polarity=getattr(args, "polarity", "auto"),
         net=checked_net(args),
+        adapter=_adapter_path(args),
     )
 
 
@@ -471,6 +480,92 @@ def _print_warnings(results, err, most: int = 20) -> None:
         print(
             f"  ... and {len(lines) - most} more warnings (manifest.json lists them all)", file=err
         )
+
+
+def _add_adapter_option(parser) -> None:
+    parser.add_argument(
+        "--adapter",
+        default=None,
+        metavar="FILE",
+        help="a SAM3 adapter (napari-sam3 adapt) used by the SAM3 detector",
+    )
+
+
+def _adapter_path(args) -> str | None:
+    """--adapter as an absolute path (Dask workers read it too); checked before the run."""
+    value = getattr(args, "adapter", None)
+    if not value:
+        return None
+    if getattr(args, "method", "sam3") != "sam3":
+        raise Sam3Error("--adapter adapts SAM3; use it with --method sam3.")
+    path = os.path.abspath(value)
+    if not os.path.isfile(path):
+        raise Sam3Error(f"--adapter {value}: no such file; give a .sam3-adapter.safetensors file.")
+    return path
+
+
+def _add_adapt_parser(sub) -> None:
+    from napari_sam3.core.defaults import ADAPT_HOLDOUT, ADAPT_RANK, ADAPT_STEPS
+
+    ad = sub.add_parser(
+        "adapt",
+        help="adapt SAM3 to your labelled images (writes an adapter file)",
+        description="Train a SAM3 adapter on labelled images: the detector heads learn your "
+        "objects from <stem>_labels.tif in --labels (rejected objects in <stem>_objects.csv are "
+        "negatives); part of the labels is held out and scored before -> after. The adapter is "
+        "written only when it is better there (--keep-worse writes it anyway).",
+    )
+    ad.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
+    ad.add_argument("--labels", required=True, metavar="DIR", help="folder of <stem>_labels.tif")
+    ad.add_argument("--prompt", required=True, metavar="TEXT", help="the concept, e.g. nucleus")
+    ad.add_argument("--out", required=True, metavar="FILE", help="adapter file to write")
+    ad.add_argument("--steps", type=int, default=ADAPT_STEPS, help=f"default {ADAPT_STEPS}")
+    ad.add_argument("--rank", type=int, default=ADAPT_RANK, help=f"default {ADAPT_RANK}")
+    ad.add_argument(
+        "--holdout",
+        type=float,
+        default=ADAPT_HOLDOUT,
+        help=f"fraction of images (one image: of its objects) held out (default {ADAPT_HOLDOUT})",
+    )
+    ad.add_argument("--model", default=None, metavar="ID_OR_DIR", help="as for segment")
+    ad.add_argument("--device", default="auto", choices=list(DEVICES))
+    ad.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    ad.add_argument(
+        "--keep-worse", action="store_true", help="write the adapter even when it is not better"
+    )
+    ad.add_argument("--no-progress", action="store_true", help="no progress lines")
+    ad.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _adapt(args) -> int:
+    """``napari-sam3 adapt``: exit 0 adapter written, 1 not better (nothing written), 2 errors."""
+    from napari_sam3.batch.adapt_inputs import collect_examples
+    from napari_sam3.core.progress import run_to_end
+    from napari_sam3.core.sam3.adapt import AdaptSettings, iter_adapt
+    from napari_sam3.core.sam3.engine import Sam3Engine
+    from napari_sam3.io.adapter_file import write_adapter
+    from napari_sam3.io.atomic import check_writable
+
+    check_writable(args.out, args.overwrite)  # before minutes of training
+    examples = collect_examples(args.inputs, args.labels)
+    engine = Sam3Engine.load(args.model, device=args.device)
+    settings = AdaptSettings(args.prompt, steps=args.steps, rank=args.rank, holdout=args.holdout)
+    last = [0.0]
+
+    def show(p) -> None:
+        now = time.monotonic()
+        if not args.no_progress and (now - last[0] > 2 or p.step == p.total):
+            last[0] = now
+            print(f"napari-sam3: {p.message}", file=sys.stderr)
+
+    result = run_to_end(iter_adapt(engine, examples, settings), show)
+    print(f"napari-sam3: {result.message}", file=sys.stderr)
+    if not result.selected and not args.keep_worse:
+        print("napari-sam3: no adapter written (--keep-worse writes it anyway).", file=sys.stderr)
+        return 1
+    write_adapter(result.adapter, args.out, overwrite=args.overwrite)
+    print(f"napari-sam3: adapter written to {args.out}", file=sys.stderr)
+    return 0
 
 
 def _gui(args) -> int:
@@ -539,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
             from napari_sam3.batch.train import run_train
 
             return run_train(args)
+        if args.command == "adapt":
+            return _adapt(args)
         with warnings.catch_warnings():
             _quiet_third_party(debug)
             return _run(args, argv)

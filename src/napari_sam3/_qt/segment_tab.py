@@ -32,7 +32,12 @@ from napari_sam3._napari.click_session import NO_CANDIDATE, ClickResult
 from napari_sam3._napari.plane_run import PlaneRun
 from napari_sam3._napari.segment_session import SegmentSession
 from napari_sam3._napari.text_result import TextResult
-from napari_sam3._qt import exemplar_transfer_action, propagate_action, review_panel
+from napari_sam3._qt import (
+    adapt_action,
+    exemplar_transfer_action,
+    propagate_action,
+    review_panel,
+)
 from napari_sam3._qt.image_choice import fill_combo
 from napari_sam3._qt.tab_base import PlaneTab
 from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, next_turn, notify_error
@@ -139,6 +144,7 @@ class SegmentTab(PlaneTab):
         outer.addWidget(self.track_btn)
         propagate_action.add_propagate_controls(self, outer)  # issue 14: clicks through z/t
         review_panel.add_review_button(self, outer)  # issue 14: object review
+        adapt_action.add_adapt_button(self, outer)  # issue 20: adapt SAM3 to these results
         exemplar_transfer_action.add_exemplar_transfer_controls(self, outer)  # issue 14
 
         filt = QGroupBox("Result (re-filtered without calling the model)")

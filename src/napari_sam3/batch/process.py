@@ -153,6 +153,9 @@ def get_engine(settings: BatchSettings):
 
     try:
         engine = Sam3Engine.load(settings.model, device=settings.device)
+        current = engine.adapter.meta.get("file") if engine.adapter is not None else None
+        if current != settings.adapter:  # this run's adapter, or none (the base model)
+            engine.set_adapter(settings.adapter)
     except Sam3Error as exc:
         raise ModelLoadError(str(exc)) from exc
     return engine

@@ -39,6 +39,7 @@ class BatchSettings:
     refine: str = "low"
     polarity: str = "auto"  # classical count: "auto", "bright" or "dark" (forces the count)
     net: str | None = None  # learned count: a nucleus-network file of the user's (None: shipped)
+    adapter: str | None = None  # a SAM3 adapter file (core.sam3.adapter), absolute path
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +76,11 @@ class BatchSettings:
             from napari_sam3.core.learned.model_file import file_sha256
 
             d["net_sha256"] = file_sha256(net)
+        d.pop("adapter")  # by content when given; runs without one keep their fingerprint
+        if self.adapter:
+            from napari_sam3.io.adapter_file import adapter_digest
+
+            d["adapter"] = adapter_digest(self.adapter)
         if self.negative_exemplars:
             boxes, labels = self.exemplar_boxes()
             d["exemplars"] = boxes

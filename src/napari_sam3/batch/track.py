@@ -64,6 +64,7 @@ class _Engine:
             try:
                 engine = Sam3Engine.load(self.settings.model, device=self.settings.device)
                 check_video_capable(engine.model)  # every stack would fail the same way
+                engine.set_adapter(self.settings.adapter)  # this run's adapter, or none
                 self._engine = engine
             except Sam3Error as exc:
                 raise ModelLoadError(str(exc)) from exc

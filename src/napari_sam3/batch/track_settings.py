@@ -27,6 +27,7 @@ class TrackSettings:
     start: int = 0
     axis: int | str | None = None
     overwrite: bool = False
+    adapter: str | None = None  # a SAM3 adapter file (core.sam3.adapter), absolute path
 
     def model_label(self) -> str:
         from napari_sam3.core.sam3.loading import resolve_source
@@ -41,6 +42,11 @@ class TrackSettings:
         d = asdict(self)
         d.pop("device")
         d.pop("overwrite")
+        d.pop("adapter")  # by content when given; runs without one keep their fingerprint
+        if self.adapter:
+            from napari_sam3.io.adapter_file import adapter_digest
+
+            d["adapter"] = adapter_digest(self.adapter)
         return {"command": "track", **d, "model": self.model_label()}
 
     def fingerprint(self) -> str:

@@ -45,3 +45,10 @@ MAX_DIAMETER = 1000.0
 FINETUNE_STEPS = 200
 FINETUNE_LR = 1e-3
 FINETUNE_BATCH = 8
+
+# Adapting SAM3 to a user's labels (core.sam3.adapt, `napari-sam3 adapt`, the widget's Adapt):
+# low-rank updates of the detector heads on cached image features (benchmarks/results_adapt.md).
+ADAPT_STEPS = 150
+ADAPT_RANK = 8
+ADAPT_LEARNING_RATE = 2e-3
+ADAPT_HOLDOUT = 0.25  # fraction of the images (or, with one image, of its objects) held out

@@ -26,7 +26,12 @@ from napari_sam3.core.images import Preprocessing, channel_axis
 from napari_sam3.core.progress import Progress
 from napari_sam3.core.prompts import check_boxes, concepts_typed
 
-__all__ = ["filter_sam3_labels", "iter_count_sam3"]
+__all__ = ["filter_sam3_labels", "iter_count_sam3", "split_tile"]
+
+# SAM3 returns at most its query count (200) of objects per prompt and image: a tile whose
+# detections reach this share of it may have lost objects, so it is split in four and run again.
+QUERY_CAP_FRACTION = 0.8
+MAX_SPLITS = 3  # levels of re-tiling below the first grid
 
 
 def _concepts(prompt) -> list[str]:
@@ -121,8 +126,14 @@ def iter_count_sam3(
                 f"Only {len(kept)} of {len(boxes)} exemplars fit beside a {side} px tile."
             )
         strip_labels = labels_ex[kept]
-    for t in tiles:
-        yield Progress(f"SAM3 count: tile {t.index + 1}/{len(tiles)}", t.index, len(tiles))
+    cap = _query_cap(engine)
+    pending = [(t, 0) for t in tiles]  # (tile, re-tiling depth)
+    leaves: list[Tile] = []
+    next_index, done, resplit = len(tiles), 0, 0
+    while pending:
+        t, depth = pending.pop(0)
+        total = done + len(pending) + 1
+        yield Progress(f"SAM3 count: tile {done + 1}/{total}", done, total)
         crop = _crop(arr, t, rgb_like)
         with _without_clicks(engine):
             if boxes is None:
@@ -166,15 +177,66 @@ def iter_count_sam3(
                     keep = _inside_tile(cands.masks, tw)
                     masks = cands.masks[keep][:, :th, :tw]
                     cands = cands.subset(keep)
+        done += 1
+        tiled = tile is not None and tile != "none"  # "no tiling" stays one model input
+        if tiled and boxes is None and depth < MAX_SPLITS and _near_cap(cands.prompts, cap):
+            parts = split_tile(t, overlap, next_index)
+            if parts:  # dense: the tile's objects are found again on four smaller tiles
+                next_index += len(parts)
+                resplit += 1
+                pending.extend((p, depth + 1) for p in parts)
+                continue
+        leaves.append(t)
         objects.extend(objects_from_masks(masks, cands.scores, cands.prompts, t, (h, w)))
     yield Progress(
-        f"SAM3 count: merging {len(objects)} objects from {len(tiles)} tiles",
-        len(tiles),
-        len(tiles),
+        f"SAM3 count: merging {len(objects)} objects from {len(leaves)} tiles",
+        len(leaves),
+        len(leaves),
     )
-    labels, scores, prompts = stitch(objects, (h, w), tiles)
-    meta = {"tiles": len(tiles), "tile_size": side, "overlap": overlap, "model_size": model_size}
+    labels, scores, prompts = stitch(objects, (h, w), leaves)
+    if resplit:
+        warnings.append(
+            f"{resplit} dense tile(s) came near SAM3's limit of {cap} objects per tile and were "
+            "split into smaller tiles."
+        )
+    meta = {
+        "tiles": len(leaves),
+        "tile_size": side,
+        "overlap": overlap,
+        "model_size": model_size,
+        "resplit_tiles": resplit,
+    }
     return labels, scores, prompts, d, warnings, meta
+
+
+def _query_cap(engine) -> int:
+    """Most objects SAM3 returns per prompt and image (its DETR query count; 200 for SAM3)."""
+    try:
+        return int(engine.model.detector_model.config.detr_decoder_config.num_queries)
+    except AttributeError:
+        return 200
+
+
+def _near_cap(prompts, cap: int) -> bool:
+    """Whether one prompt's detections on a tile reach `QUERY_CAP_FRACTION` of the cap."""
+    if not len(prompts):
+        return False
+    _, counts = np.unique(np.asarray(prompts, dtype=object).astype(str), return_counts=True)
+    return int(counts.max()) >= QUERY_CAP_FRACTION * cap
+
+
+def split_tile(t: Tile, overlap: int, first_index: int) -> list[Tile]:
+    """Four overlapping tiles covering ``t`` (indices from ``first_index``); [] when they would be
+    smaller than `MIN_TILE`."""
+    h, w = t.shape
+    side = (max(h, w) + overlap + 1) // 2
+    if side < MIN_TILE or side >= max(h, w):
+        return []
+    grid = tile_grid((h, w), side, overlap)
+    return [
+        Tile(t.y0 + g.y0, t.x0 + g.x0, t.y0 + g.y1, t.x0 + g.x1, first_index + i)
+        for i, g in enumerate(grid)
+    ]
 
 
 def _without_clicks(engine):

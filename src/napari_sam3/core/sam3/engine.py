@@ -127,15 +127,43 @@ class Sam3Engine(ExemplarTransfer):
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def load(cls, source: str | None = None, device: Any = "auto", dtype: Any = None) -> Sam3Engine:
-        """The engine of a model, loaded once per process (see `core.sam3.loading.load_model`)."""
+    def load(
+        cls, source: str | None = None, device: Any = "auto", dtype: Any = None, adapter=None
+    ) -> Sam3Engine:
+        """The engine of a model, loaded once per process (see `core.sam3.loading.load_model`).
+
+        ``adapter``: an adapter file (or `Sam3Adapter`) to use from now on (`set_adapter`);
+        None leaves the engine's current adapter as it is.
+        """
         from napari_sam3.core.sam3.loading import load_model
 
         loaded = load_model(source, device=device, dtype=dtype)
         with _engines_lock:
             if loaded.engine is None:
                 loaded.engine = cls(loaded)
-            return loaded.engine
+            engine = loaded.engine
+        if adapter is not None:
+            engine.set_adapter(adapter)
+        return engine
+
+    def set_adapter(self, adapter=None):
+        """Use an adapter (a file path or `core.sam3.adapter.Sam3Adapter`) on the detector; None
+        goes back to the base model. Image and text features stay cached (the adapter changes
+        only the detector heads). Returns the adapter now in use."""
+        from napari_sam3.core.sam3.adapter import Sam3Adapter, set_active
+
+        with self._lock:
+            if adapter is not None and not isinstance(adapter, Sam3Adapter):
+                adapter = Sam3Adapter.load(adapter, self.model.detector_model)
+            set_active(self.model.detector_model, adapter)
+        return adapter
+
+    @property
+    def adapter(self):
+        """The `Sam3Adapter` the detector applies now, or None (the base model)."""
+        from napari_sam3.core.sam3.adapter import active
+
+        return active(self.model.detector_model)
 
     def __repr__(self) -> str:
         return f"Sam3Engine(source={self.source!r}, device={self.device}, dtype={self.dtype})"
