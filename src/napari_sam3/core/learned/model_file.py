@@ -46,8 +46,8 @@ def check_file(path: str | Path | None = None) -> dict:
 
     path = configured_path(path)
     fix = (
-        f"unset {NUCLEUS_NET_ENV} or point it at a file written by training/train_nucleus_net.py "
-        "(or count with method='classical')"
+        f"give a file from `napari-sam3 train`, unset "
+        f"{NUCLEUS_NET_ENV} if it names this file, or count with method='classical'"
         if path != str(SHIPPED)
         else "reinstall napari-sam3, or count with method='classical'"
     )
@@ -59,7 +59,8 @@ def check_file(path: str | Path | None = None) -> dict:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except Exception as exc:  # noqa: BLE001 - not a safetensors file at all
         raise Sam3Error(
-            f"{path} is not a safetensors weights file ({type(exc).__name__}); {fix}."
+            f"{path} is not a nucleus-network weights file (not safetensors: "
+            f"{type(exc).__name__}); {fix}."
         ) from exc
     try:
         widths = tuple(json.loads(meta.get("widths", json.dumps(WIDTHS))))
