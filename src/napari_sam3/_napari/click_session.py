@@ -242,7 +242,7 @@ class ClickSession:
         elif new_name in self.viewer.layers:
             layer = self.viewer.layers[new_name]
         else:
-            shape = tuple(L._level0(image.data).shape)
+            shape = tuple(L.level0(image.data).shape)
             shape = shape[:-1] if image.rgb else shape
             layer = self.viewer.add_labels(
                 np.zeros(shape, np.uint32),

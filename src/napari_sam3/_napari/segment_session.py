@@ -1,4 +1,5 @@
-"""The Segment tab's run state and steps, without Qt: text / exemplar runs, re-filter, clicks, tracking.
+"""The Segment tab's run state and steps, without Qt: text / exemplar runs, re-filter, clicks,
+tracking, propagating clicked objects, and exemplars drawn on one image used on another.
 
 `SegmentSession` holds what a run leaves behind (the last text result and the layer its re-filter
 controls drive; through `ClickSession` the click candidates, the preview and the commit target) and
@@ -22,6 +23,7 @@ from napari.utils.events import EmitterGroup
 from napari_sam3._napari import layer_builder as B
 from napari_sam3._napari import layers as L
 from napari_sam3._napari import prompt_layers as P
+from napari_sam3._napari import propagation as PR
 from napari_sam3._napari import text_result as R
 from napari_sam3._napari import track_result as T
 from napari_sam3._napari.click_session import ClickSession, prompt_layers
@@ -31,6 +33,7 @@ from napari_sam3._napari.text_result import TextResult
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.progress import Progress
 from napari_sam3.core.prompts import concepts_typed
+from napari_sam3.core.results.review import with_status
 
 
 class SegmentSession:
@@ -64,7 +67,7 @@ class SegmentSession:
             notify_info(text)
             return False
         try:
-            shape = tuple(L._level0(image.data).shape)
+            shape = tuple(L.level0(image.data).shape)
         except Exception:  # noqa: BLE001
             return False
         shape = shape[:-1] if image.rgb else shape
@@ -108,24 +111,76 @@ class SegmentSession:
                 )
             else:
                 raw = yield from engine.iter_text(plane, concepts, preprocessing=pre, rgb=ref.rgb)
-            yield Progress(f"Building the label image ({len(raw)} candidates)...")
-            prepared = L.prepare_filtered(raw, ref, prompt_text, settings)
-            return raw, B.build_result_layers(prepared, ref)
-
-        def done(out) -> None:
-            raw, prepared = out
-            if not self.image_still_valid(image, ref):
-                return
-            self.last_text = TextResult(raw=raw, ref=ref, image=image, prompt_text=prompt_text)
-            self._apply(self.last_text, prepared, from_model=True)
+            res = TextResult(raw=raw, ref=ref, image=image, prompt_text=prompt_text)
+            return res, _prepare(res, settings)
 
         return self._submit(
             make,
             f"SAM3: {prompt_text}",
             "text",
-            done,
+            self._take_result,
             status=f"Running '{prompt_text}' on {ref.layer_name}{ref.slice_text()}...",
         )
+
+    def run_exemplar_transfer(self, run: PlaneRun, target: PlaneRun, concepts_text: str, settings):
+        """The exemplar boxes on ``run`` 's plane, encoded there, search ``target`` 's plane.
+
+        The result is a Segment result like a text run's (re-filterable, `TextResult`), whose
+        objects carry a review ``status`` from the start. Returns the submitted job; raises
+        `Sam3Error` (what to fix) when there is no box or the concept text is unusable.
+        """
+        image, ref = run.image, run.ref
+        _, box_layer = prompt_layers(self.viewer, image)
+        boxes = np.zeros((0, 4), np.float32)
+        box_labels = np.zeros(0, np.int64)
+        if box_layer is not None:
+            boxes, box_labels = L.boxes_in_plane(box_layer.data, P.signs_of(box_layer), ref)
+        if not len(boxes):
+            raise Sam3Error(
+                f"Draw exemplar boxes on '{ref.layer_name}' (on the slice shown) first."
+            )
+        concepts = concepts_typed(concepts_text)
+        text = ", ".join(concepts) or None
+        data, target_data, holder = image.data, target.image.data, self.holder
+        source, device = run.model
+        prompt_text = f"exemplars from {ref.layer_name}"
+
+        def make():
+            engine = yield from holder.iter_engine(source, device)
+            yield Progress("Reading the planes...")
+            prompt = yield from engine.iter_exemplar_prompt(
+                L.read_plane(data, ref),
+                boxes,
+                box_labels,
+                text,
+                preprocessing=run.preprocessing,
+                rgb=ref.rgb,
+            )
+            raw = yield from engine.iter_segment_with(
+                L.read_plane(target_data, target.ref),
+                prompt,
+                preprocessing=target.preprocessing,
+                rgb=target.ref.rgb,
+            )
+            # its objects join the review table at once, as propagated objects do
+            res = TextResult(raw, target.ref, target.image, prompt_text, review=True)
+            return res, _prepare(res, settings)
+
+        return self._submit(
+            make,
+            f"SAM3: {prompt_text}",
+            "exemplar-transfer",
+            self._take_result,
+            status=f"Searching {target.ref.layer_name} with the exemplars of {ref.layer_name}...",
+        )
+
+    def _take_result(self, out) -> None:
+        """Main thread: a model run's result becomes the one the re-filter controls drive."""
+        res, prepared = out
+        if not self.image_still_valid(res.image, res.ref):
+            return
+        self.last_text = res
+        self._apply(res, prepared, from_model=True)
 
     def refilter(self, settings: L.FilterSettings):
         """Re-filter the last text result (no model call) in a worker; the layer updates after."""
@@ -138,8 +193,7 @@ class SegmentSession:
 
         def make():
             yield Progress("Re-filtering the last result...")
-            prepared = L.prepare_filtered(res.raw, res.ref, res.prompt_text, settings)
-            return B.build_result_layers(prepared, res.ref, *build)
+            return _prepare(res, settings, *build)
 
         return self._submit_quick(
             make, "SAM3: re-filter", "refilter", lambda prepared: self._apply(res, prepared)
@@ -180,8 +234,7 @@ class SegmentSession:
         def make():
             engine = yield from holder.iter_engine(source, device)
             yield Progress("Reading the stack...")
-            level0 = L._level0(data)
-            stack = np.asarray(level0[ref.index[:-1]] if len(ref.index) > 1 else level0)
+            stack = T.read_stack(data, ref)
             # start on the slice the user is looking at: its objects get ids first, then both ways
             result = yield from iter_track_stack(
                 engine,
@@ -192,19 +245,11 @@ class SegmentSession:
                 min_score=min_score,
                 start=int(ref.index[-1]),
             )
-            shape = (1,) * (len(ref.index) - 1) + result.labels.shape
             kwargs = T.track_layer_kwargs(result, ref, f"SAM3 track: {what}")
-            return result, B.labels_layer(result.labels.reshape(shape), kwargs)
+            return result, T.stack_labels_layer(result.labels, ref, kwargs)
 
         def done(out) -> None:
-            result, layer = out
-            if not self.image_still_valid(image, ref):
-                return
-            self.adder.add(layer)
-            self.say(
-                f"Tracked {result.n_tracks} object(s) through {result.meta['frames']} slices "
-                f"({result.meta['seconds_per_frame']:.1f} s per slice) in '{layer.name}'."
-            )
+            self._add_stack_result(out, image, ref, f"Tracked {out[0].n_tracks} object(s)")
 
         return self._submit(
             make,
@@ -213,3 +258,72 @@ class SegmentSession:
             done,
             status=f"Tracking '{what}' through the stack...",
         )
+
+    # ------------------------------------------------------------------ propagation
+    def new_object(self, image) -> int | None:
+        """Start a new object on ``image`` 's prompt layers (None when it has none yet)."""
+        clicks, boxes = prompt_layers(self.viewer, image)
+        if clicks is None and boxes is None:
+            return None
+        obj = PR.new_object(clicks, boxes)
+        self.say(f"Clicks and boxes now belong to object {obj}.")
+        return obj
+
+    def run_propagation(self, run: PlaneRun):
+        """The clicked / boxed objects of the stack carried through it (`_napari.propagation`).
+
+        One Labels layer "SAM3 objects: <image>" over the tracked axis results; returns the
+        submitted job. Raises `Sam3Error` (what to fix) for a single plane or no prompts.
+        """
+        from napari_sam3.core.tracking.click_tracking import iter_track_objects
+
+        image, ref = run.image, run.ref
+        if not T.can_track(image):
+            raise Sam3Error("Propagating needs a z or t stack; use the clicks on a single plane.")
+        clicks, boxes = prompt_layers(self.viewer, image)
+        n_slices = int(L.level0(image.data).shape[len(ref.index) - 1])
+        prompts = PR.object_prompts(clicks, boxes, ref, n_slices)
+        data, pre, holder = image.data, run.preprocessing, self.holder
+        source, device = run.model
+        objects = sorted({p.obj_id for p in prompts})
+
+        def make():
+            engine = yield from holder.iter_engine(source, device)
+            yield Progress("Reading the stack...")
+            stack = T.read_stack(data, ref)
+            result = yield from iter_track_objects(
+                engine, stack, prompts, preprocessing=pre, rgb=ref.rgb
+            )
+            features = PR.propagation_features(result.table, objects)
+            kwargs = T.track_layer_kwargs(result, ref, f"SAM3 objects: {image.name}", features)
+            return result, T.stack_labels_layer(result.labels, ref, kwargs)
+
+        def done(out) -> None:
+            self._add_stack_result(out, image, ref, f"Propagated {len(objects)} object(s)")
+
+        return self._submit(
+            make,
+            "SAM3: propagate clicks",
+            "track",
+            done,
+            status="Propagating the clicked objects...",
+        )
+
+    def _add_stack_result(self, out, image, ref: L.PlaneRef, what: str) -> None:
+        """Main thread: a tracked / propagated ``(result, layer)`` into the viewer, with a status."""
+        result, layer = out
+        if not self.image_still_valid(image, ref):
+            return
+        self.adder.add(layer)
+        self.say(
+            f"{what} through {result.meta['frames']} slices "
+            f"({result.meta['seconds_per_frame']:.1f} s per slice) in '{layer.name}'."
+        )
+
+
+def _prepare(res: TextResult, settings: L.FilterSettings, main=True, hidden=True):
+    """Worker: ``res`` filtered by ``settings`` and its layers built (first run and re-filter)."""
+    prepared = L.prepare_filtered(res.raw, res.ref, res.prompt_text, settings)
+    if res.review:
+        prepared.kwargs["features"] = with_status(prepared.kwargs["features"])
+    return B.build_result_layers(prepared, res.ref, main, hidden)

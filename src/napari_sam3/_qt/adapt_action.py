@@ -6,9 +6,10 @@ runs use, and the Model section says so. The tab needs only `add_adapt_button(ta
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton
+from qtpy.QtWidgets import QHBoxLayout, QPushButton
 
 from napari_sam3._napari.adapt_session import iter_adapt_result
+from napari_sam3._qt.tab_base import ask_save_path
 from napari_sam3._qt.worker import Job, notify_error, notify_info
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.prompts import parse_concepts
@@ -45,10 +46,10 @@ def save_adapter(tab, path: str | None = None):
         return None
     if path is None:  # the dialog asks before replacing a file
         concept = adapted.adapter.meta.get("concept", "sam3")
-        path, _ = QFileDialog.getSaveFileName(
+        path = ask_save_path(
             tab, "Save adapter", f"{concept}.sam3-adapter.safetensors", "*.safetensors"
         )
-        if not path:
+        if path is None:
             return None
     try:
         written = write_adapter(adapted.adapter, path, overwrite=True)

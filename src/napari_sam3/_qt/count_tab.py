@@ -24,7 +24,7 @@ from napari_sam3._napari.count_results import PreparedCount
 from napari_sam3._napari.count_session import METHODS, CountRequest, CountSession
 from napari_sam3._napari.plane_run import PlaneRun
 from napari_sam3._napari.train_session import TrainSession, default_network_dir
-from napari_sam3._qt.tab_base import PlaneTab
+from napari_sam3._qt.tab_base import PlaneTab, ask_save_path
 from napari_sam3._qt.table_model import DataFrameModel
 from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, next_turn, notify_error
 from napari_sam3.core.errors import Sam3Error
@@ -178,10 +178,8 @@ class CountTab(PlaneTab):
         if self.last is None:
             return None
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(
-                self, "Export counts", "counts.csv", "CSV (*.csv)"
-            )
-            if not path:
+            path = ask_save_path(self, "Export counts", "counts.csv", "CSV (*.csv)")
+            if path is None:
                 return None
         try:
             # The save dialog has already asked before replacing an existing file.
