@@ -19,6 +19,7 @@ from napari_sam3._napari.plane_run import PlaneRun
 from napari_sam3._napari.segment_session import SegmentSession
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.images import Preprocessing
+from napari_sam3.testing import InlineSubmit
 
 
 def _image(shape=(64, 80)):
@@ -30,37 +31,11 @@ def _image(shape=(64, 80)):
     return img.clip(0, 255).astype(np.uint8)
 
 
-class Inline:
-    """A runner that drives each job's generator to its end at once; ``hold`` defers the jobs."""
-
-    def __init__(self) -> None:
-        self.hold = False
-        self.waiting: list = []
-        self.descs: list[str] = []
-
-    def __call__(self, make, desc, group, on_result, status=None):
-        self.descs.append(desc)
-        self.waiting.append((make, on_result))
-        if not self.hold:
-            self.run_waiting()
-        return desc
-
-    def run_waiting(self) -> None:
-        while self.waiting:
-            make, on_result = self.waiting.pop(0)
-            gen = make()
-            try:
-                while True:
-                    next(gen)
-            except StopIteration as stop:
-                on_result(stop.value)
-
-
 @pytest.fixture
 def session(engine):
     viewer = ViewerModel()
     image = viewer.add_image(_image(), name="cells", scale=(0.5, 0.25))
-    runner = Inline()
+    runner = InlineSubmit()
     holder = EngineHolder(loader=lambda source, device: engine)
     session = SegmentSession(viewer, holder, runner, runner, lambda step: step())
     said = []

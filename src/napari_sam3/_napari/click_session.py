@@ -228,7 +228,7 @@ class ClickSession:
             for ly in self.viewer.layers
             if ly.__class__.__name__ == "Labels"
             and not is_preview(ly)
-            and not ly.name.endswith("(hidden)")
+            and not B.is_hidden_layer(ly)
         ]
         return [new_target_text(image_name), *names]
 

@@ -7,8 +7,8 @@ the steps that make and use it. It takes plain values (concept text, `FilterSett
 plane, the model source) and never reads a widget. Jobs go through the ``submit`` callables it is
 given (the Qt shell's `JobRunner`; a synchronous driver in tests), with the signature
 ``submit(make, desc, group, on_result, status=None)``. It reports back through ``events``:
-``status`` (a line for the user) and ``result`` (the driven layer changed; ``from_model`` says whether
-a model run, not a re-filter, produced it).
+``status`` (a line for the user), ``result`` (the driven layer changed; ``from_model`` says whether
+a model run, not a re-filter, produced it) and ``adapted`` (an adaptation finished).
 
 Everything a run needs is captured when it starts (image layer object, plane, geometry), so a result
 lands where the user asked even if the view moved, and is dropped with a notification if the image
@@ -50,7 +50,8 @@ class SegmentSession:
         self._submit_quick = submit_quick
         self.adder = B.LayerAdder(viewer, later)  # result layers: one napari layer add per turn
         self.last_text: TextResult | None = None
-        self.events = EmitterGroup(source=self, status=None, result=None)
+        self.last_adapt = None  # the last `core.sam3.adapt.AdaptResult`
+        self.events = EmitterGroup(source=self, status=None, result=None, adapted=None)
         self.clicks = ClickSession(viewer, holder, submit, self.say, self.image_still_valid)
 
     def say(self, text: str) -> None:
@@ -319,6 +320,44 @@ class SegmentSession:
             f"{what} through {result.meta['frames']} slices "
             f"({result.meta['seconds_per_frame']:.1f} s per slice) in '{layer.name}'."
         )
+
+    # ------------------------------------------------------------------ adapt SAM3
+    def run_adapt(self, model: tuple[str, str], settings=None):
+        """Adapt SAM3 to the last text result as the user left it (`_napari.adapt_session`).
+
+        A better adapter becomes the holder's (the next runs use it); ``last_adapt`` and the
+        ``adapted`` event get the outcome. Raises `Sam3Error` when there is nothing to learn from.
+        """
+        from napari_sam3._napari.adapt_session import adapt_concept, iter_adapt_result
+        from napari_sam3.core.sam3.adapt import AdaptSettings
+
+        result = self.last_text
+        concept = adapt_concept(result)
+        settings = settings or AdaptSettings(concept)
+        holder = self.holder
+        source, device = model
+
+        def make():
+            return (yield from iter_adapt_result(holder, source, device, result, settings))
+
+        def done(adapted) -> None:
+            self.last_adapt = adapted
+            self.say(adapted.message)
+            self.events.adapted(value=adapted)
+
+        return self._submit(
+            make, f"SAM3: adapting to '{concept}'", "adapt", done, status="Adapting SAM3..."
+        )
+
+    def save_adapter(self, path):
+        """Write the last adaptation to ``path`` (the caller asked before replacing a file)."""
+        from napari_sam3.io.adapter_file import write_adapter
+
+        if self.last_adapt is None:
+            return None
+        written = write_adapter(self.last_adapt.adapter, path, overwrite=True)
+        self.say(f"Adapter written to {written}.")
+        return written
 
 
 def _prepare(res: TextResult, settings: L.FilterSettings, main=True, hidden=True):

@@ -100,6 +100,10 @@ class SegmentTab(PlaneTab):
     def preview_layer(self):
         return self.clicks.preview_layer
 
+    @property
+    def last_adapt(self):
+        return self.session.last_adapt
+
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
         outer = QVBoxLayout(self)
