@@ -86,7 +86,7 @@ def test_adapt_to_these_results(qtbot, sam3, tmp_path, monkeypatch):
     assert adapted is not None and tab.status_label.text() == adapted.message
     assert tab.save_adapter_btn.isEnabled()
     out = str(tmp_path / "mine.sam3-adapter.safetensors")
-    monkeypatch.setattr(adapt_action, "ask_save_path", lambda *a: out)
+    monkeypatch.setattr("napari_sam3._qt.tab_base.ask_save_path", lambda *a: out)
     tab.save_adapter_btn.click()
     back = Sam3Adapter.load(out, engine.model.detector_model)
     assert back.meta["concept"] == "nucleus" and tab.status_label.text().endswith(f"{out}.")

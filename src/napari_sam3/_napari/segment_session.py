@@ -86,68 +86,49 @@ class SegmentSession:
         With no concept and no box: in box-prompt mode the clicks run instead; in exemplar mode a
         `Sam3Error` says what to type. Returns the submitted job (or None).
         """
-        image, ref = run.image, run.ref
+        image, ref, pre = run.image, run.ref, run.preprocessing
         concepts = concepts_typed(concepts_text)  # Sam3Error for e.g. digits only
-        boxes = np.zeros((0, 4), np.float32)
-        box_labels = np.zeros(0, np.int64)
-        _, box_layer = prompt_layers(self.viewer, image)
-        if box_layer is not None and exemplars:
-            boxes, box_labels = L.boxes_in_plane(box_layer.data, P.signs_of(box_layer), ref)
+        boxes, box_labels = self._boxes(image if exemplars else None, ref)
         if not concepts and len(boxes) == 0:
             if not exemplars:
-                return self.clicks.run_clicks(image, ref, True, run.preprocessing, run.model)
+                return self.clicks.run_clicks(image, ref, True, pre, run.model)
             raise Sam3Error("Type a concept (e.g. 'nucleus') or draw an exemplar box.")
-        data, pre, holder = image.data, run.preprocessing, self.holder
-        source, device = run.model
+        data = image.data
         prompt_text = ", ".join(concepts) if concepts else "exemplars"
 
-        def make():
-            engine = yield from holder.iter_engine(source, device)
+        def iter_raw(engine):
             yield Progress("Reading the image plane...")
             plane = L.read_plane(data, ref)
             if len(boxes):
                 text = ", ".join(concepts) if concepts else None
-                raw = yield from engine.iter_exemplars(
-                    plane, boxes, box_labels, text=text, preprocessing=pre, rgb=ref.rgb
+                return (
+                    yield from engine.iter_exemplars(
+                        plane, boxes, box_labels, text=text, preprocessing=pre, rgb=ref.rgb
+                    )
                 )
-            else:
-                raw = yield from engine.iter_text(plane, concepts, preprocessing=pre, rgb=ref.rgb)
-            res = TextResult(raw=raw, ref=ref, image=image, prompt_text=prompt_text)
-            return res, _prepare(res, settings)
+            return (yield from engine.iter_text(plane, concepts, preprocessing=pre, rgb=ref.rgb))
 
-        return self._submit(
-            make,
-            f"SAM3: {prompt_text}",
-            "text",
-            self._take_result,
-            status=f"Running '{prompt_text}' on {ref.layer_name}{ref.slice_text()}...",
-        )
+        status = f"Running '{prompt_text}' on {ref.layer_name}{ref.slice_text()}..."
+        return self._submit_result(run, run, iter_raw, prompt_text, settings, "text", status)
 
     def run_exemplar_transfer(self, run: PlaneRun, target: PlaneRun, concepts_text: str, settings):
         """The exemplar boxes on ``run`` 's plane, encoded there, search ``target`` 's plane.
 
         The result is a Segment result like a text run's (re-filterable, `TextResult`), whose
-        objects carry a review ``status`` from the start. Returns the submitted job; raises
-        `Sam3Error` (what to fix) when there is no box or the concept text is unusable.
+        objects carry a review ``status`` from the start (as propagated objects do). Returns the
+        submitted job; raises `Sam3Error` (what to fix) when there is no box or the concept text
+        is unusable.
         """
         image, ref = run.image, run.ref
-        _, box_layer = prompt_layers(self.viewer, image)
-        boxes = np.zeros((0, 4), np.float32)
-        box_labels = np.zeros(0, np.int64)
-        if box_layer is not None:
-            boxes, box_labels = L.boxes_in_plane(box_layer.data, P.signs_of(box_layer), ref)
+        boxes, box_labels = self._boxes(image, ref)
         if not len(boxes):
             raise Sam3Error(
                 f"Draw exemplar boxes on '{ref.layer_name}' (on the slice shown) first."
             )
-        concepts = concepts_typed(concepts_text)
-        text = ", ".join(concepts) or None
-        data, target_data, holder = image.data, target.image.data, self.holder
-        source, device = run.model
-        prompt_text = f"exemplars from {ref.layer_name}"
+        text = ", ".join(concepts_typed(concepts_text)) or None
+        data, target_data = image.data, target.image.data
 
-        def make():
-            engine = yield from holder.iter_engine(source, device)
+        def iter_raw(engine):
             yield Progress("Reading the planes...")
             prompt = yield from engine.iter_exemplar_prompt(
                 L.read_plane(data, ref),
@@ -157,23 +138,44 @@ class SegmentSession:
                 preprocessing=run.preprocessing,
                 rgb=ref.rgb,
             )
-            raw = yield from engine.iter_segment_with(
-                L.read_plane(target_data, target.ref),
-                prompt,
-                preprocessing=target.preprocessing,
-                rgb=target.ref.rgb,
+            return (
+                yield from engine.iter_segment_with(
+                    L.read_plane(target_data, target.ref),
+                    prompt,
+                    preprocessing=target.preprocessing,
+                    rgb=target.ref.rgb,
+                )
             )
-            # its objects join the review table at once, as propagated objects do
-            res = TextResult(raw, target.ref, target.image, prompt_text, review=True)
+
+        prompt_text = f"exemplars from {ref.layer_name}"
+        status = f"Searching {target.ref.layer_name} with the exemplars of {ref.layer_name}..."
+        return self._submit_result(
+            run, target, iter_raw, prompt_text, settings, "exemplar-transfer", status, review=True
+        )
+
+    def _boxes(self, image, ref: L.PlaneRef) -> tuple[np.ndarray, np.ndarray]:
+        """The boxes (xyxy) and their labels on ``image`` 's boxes layer in ``ref`` 's plane."""
+        _, box_layer = prompt_layers(self.viewer, image) if image is not None else (None, None)
+        if box_layer is None:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        return L.boxes_in_plane(box_layer.data, P.signs_of(box_layer), ref)
+
+    def _submit_result(
+        self, run, target: PlaneRun, iter_raw, prompt_text, settings, group, status, review=False
+    ):
+        """Submit a model run on ``run`` 's model whose candidates ``iter_raw(engine)`` finds on
+        ``target`` 's plane; the result becomes the re-filter controls' `TextResult`."""
+        holder = self.holder
+        source, device = run.model
+
+        def make():
+            engine = yield from holder.iter_engine(source, device)
+            raw = yield from iter_raw(engine)
+            yield Progress(f"Building the label image ({len(raw)} candidates)...")
+            res = TextResult(raw, target.ref, target.image, prompt_text, review=review)
             return res, _prepare(res, settings)
 
-        return self._submit(
-            make,
-            f"SAM3: {prompt_text}",
-            "exemplar-transfer",
-            self._take_result,
-            status=f"Searching {target.ref.layer_name} with the exemplars of {ref.layer_name}...",
-        )
+        return self._submit(make, f"SAM3: {prompt_text}", group, self._take_result, status=status)
 
     def _take_result(self, out) -> None:
         """Main thread: a model run's result becomes the one the re-filter controls drive."""

@@ -9,9 +9,7 @@ Segment and Count runs use. This module only wires the buttons. The tab needs on
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QHBoxLayout
-
-from napari_sam3._qt.tab_base import ask_save_path, make_button
+from napari_sam3._qt.tab_base import add_row, make_button, save_to
 from napari_sam3._qt.worker import Job, notify_error, notify_info
 from napari_sam3.core.errors import Sam3Error
 
@@ -31,10 +29,7 @@ def add_adapt_button(tab, layout) -> None:
         lambda: save_adapter(tab),
     )
     tab.save_adapter_btn.setEnabled(False)
-    row = QHBoxLayout()
-    row.addWidget(tab.adapt_btn)
-    row.addWidget(tab.save_adapter_btn)
-    layout.addLayout(row)
+    add_row(layout, tab.adapt_btn, tab.save_adapter_btn)
 
     def on_adapted(event) -> None:
         tab.save_adapter_btn.setEnabled(True)
@@ -48,18 +43,9 @@ def save_adapter(tab, path: str | None = None):
     adapted = tab.session.last_adapt
     if adapted is None:
         return None
-    if path is None:  # the dialog asks before replacing a file
-        concept = adapted.adapter.meta.get("concept", "sam3")
-        path = ask_save_path(
-            tab, "Save adapter", f"{concept}.sam3-adapter.safetensors", "*.safetensors"
-        )
-        if path is None:
-            return None
-    try:
-        return tab.session.save_adapter(path)
-    except (Sam3Error, OSError) as exc:
-        notify_error(exc)
-        return None
+    concept = adapted.adapter.meta.get("concept", "sam3")
+    dialog = ("Save adapter", f"{concept}.sam3-adapter.safetensors", "*.safetensors")
+    return save_to(tab, path, dialog, tab.session.save_adapter)
 
 
 def start_adapt(tab, settings=None) -> Job | None:

@@ -8,17 +8,16 @@ only reads the tab and calls it. The tab needs only `add_exemplar_transfer_contr
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QComboBox, QHBoxLayout
+from qtpy.QtWidgets import QComboBox
 
 from napari_sam3._qt.image_choice import fill_combo, layers_of, watch_layer_list
-from napari_sam3._qt.tab_base import make_button
+from napari_sam3._qt.tab_base import add_row, make_button
 from napari_sam3._qt.worker import Job, notify_error
 from napari_sam3.core.errors import Sam3Error
 
 
 def add_exemplar_transfer_controls(tab, layout) -> None:
     """A "Use these exemplars on…" button and the target image chooser."""
-    row = QHBoxLayout()
     tab.exemplar_target_combo = QComboBox()
     tab.exemplar_target_combo.setToolTip("The image to search with the exemplars drawn here.")
     tab.exemplar_transfer_btn = make_button(
@@ -27,9 +26,7 @@ def add_exemplar_transfer_controls(tab, layout) -> None:
         "encoded on this image, as SAM3 encodes exemplars, and applied to the other one).",
         lambda: start_exemplar_transfer(tab),
     )
-    row.addWidget(tab.exemplar_transfer_btn)
-    row.addWidget(tab.exemplar_target_combo)
-    layout.addLayout(row)
+    add_row(layout, tab.exemplar_transfer_btn, tab.exemplar_target_combo)
 
     def refresh(event=None) -> None:
         names = [layer.name for layer in layers_of(tab.viewer, "image")]

@@ -8,16 +8,13 @@ slices -> SAM3's video tracker -> one "SAM3 objects: <image>" Labels layer with 
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QHBoxLayout
-
-from napari_sam3._qt.tab_base import make_button
+from napari_sam3._qt.tab_base import add_row, make_button
 from napari_sam3._qt.worker import Job, notify_error
 from napari_sam3.core.errors import Sam3Error
 
 
 def add_propagate_controls(tab, layout) -> None:
     """Add the "New object" and "Propagate clicks through slices" buttons to ``layout``."""
-    row = QHBoxLayout()
     tab.new_object_btn = make_button(
         "New object",
         "The next clicks and boxes belong to a new object (its own id).",
@@ -29,9 +26,7 @@ def add_propagate_controls(tab, layout) -> None:
         "(clicks on other slices correct the object there; each object keeps its id).",
         lambda: start_propagation(tab),
     )
-    row.addWidget(tab.new_object_btn)
-    row.addWidget(tab.propagate_btn)
-    layout.addLayout(row)
+    add_row(layout, tab.new_object_btn, tab.propagate_btn)
 
 
 def start_new_object(tab) -> int | None:

@@ -19,10 +19,33 @@ def make_button(text: str, tooltip: str, slot) -> QPushButton:
     return btn
 
 
+def add_row(layout, *widgets) -> None:
+    """``widgets`` side by side as one row of ``layout``."""
+    row = QHBoxLayout()
+    for widget in widgets:
+        row.addWidget(widget)
+    layout.addLayout(row)
+
+
 def ask_save_path(parent, title: str, suggested: str, file_filter: str) -> str | None:
     """The file the user chose in a save dialog (which asks before replacing one), or None."""
     path, _ = QFileDialog.getSaveFileName(parent, title, suggested, file_filter)
     return path or None
+
+
+def save_to(parent, path: str | None, dialog: tuple[str, str, str], write):
+    """``write(path)``; with no ``path``, to the file a save dialog ``(title, suggested, filter)``
+    asks for (it asks before replacing one, so ``write`` may replace). None when the user
+    cancels or the write fails (the error is notified)."""
+    if path is None:
+        path = ask_save_path(parent, *dialog)
+        if path is None:
+            return None
+    try:
+        return write(path)
+    except (OSError, Sam3Error) as exc:
+        notify_error(exc)
+        return None
 
 
 class PlaneTab(QWidget):
