@@ -93,6 +93,11 @@ def test_clicks_candidates_cycle_and_commit_into_annotations(session):
     assert len(clicks.data) == 0 and clicks_session.last_clicks is None
     assert said[-1].startswith("Committed as label 1 in 'cells annotations'")
     assert clicks_session.commit(NEW_TARGET, clear_boxes=False) == 0  # nothing shown any more
+    target.name = "renamed"  # the image's annotations layer is still found (by its metadata)
+    clicks.add([40, 55])
+    clicks_session.run_clicks(run.image, run.ref, False, run.preprocessing, run.model)
+    assert clicks_session.commit(NEW_TARGET, clear_boxes=False) == 2
+    assert (np.asarray(target.data) == 2).any() and len(session.viewer.layers) == 5
 
 
 def test_commit_into_a_chosen_layer_writes_only_empty_pixels_and_undoes(session, engine):
