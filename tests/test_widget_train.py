@@ -68,4 +68,3 @@ def test_train_without_labels_says_what_to_do(qtbot, tab, tmp_path, monkeypatch)
     assert tab.train_on_labels(path=str(tmp_path / "x.safetensors")) is None
     assert "Select the corrected Labels" in str(errors[-1])
     assert not (tmp_path / "x.safetensors").exists()
-
