@@ -125,6 +125,37 @@ def test_commit_into_a_chosen_layer_writes_only_empty_pixels_and_undoes(session,
     assert said[-1] == "Label 6 in 'manual' was undone: nothing committed now."
 
 
+def test_nd_run_and_commit_touch_only_the_slice_shown(engine):
+    viewer = ViewerModel()
+    stack = np.stack([np.roll(_image(), 9 * s, axis=1) for s in range(4)])  # differ per slice
+    image = viewer.add_image(stack, name="stack", scale=(3.0, 0.5, 0.5), translate=(1, 0, 0))
+    k = 2
+    viewer.dims.set_point(0, 1 + 3.0 * k)
+    runner = InlineSubmit()
+    holder = EngineHolder(loader=lambda source, device: engine)
+    session = SegmentSession(viewer, holder, runner, runner, lambda step: step())
+    ref = L.plane_ref(image, viewer.dims.point, viewer.dims.displayed, 2)
+    run = PlaneRun(image, ref, Preprocessing(), ("tiny", "cpu"))
+    assert ref.index == (k,)
+    session.run_text(run, "nucleus", True, L.FilterSettings(threshold=0.1))
+    layer = session.last_text.layer
+    assert layer.data.shape == (1, 64, 80) and layer.name == "nucleus [2] · stack"
+    np.testing.assert_allclose(layer.data_to_world((0, 5, 7)), image.data_to_world((k, 5, 7)))
+    expected = engine.segment_text(stack[k], "nucleus").filter(0.1).sorted_by_score()
+    np.testing.assert_allclose(layer.features["score"], expected.scores, rtol=1e-5)
+    assert set(layer.features["slice"]) == {"2"}
+    # a click commit on slice k into a full-size target touches slice k only
+    clicks, _ = session.clicks.add_prompt_layers(image, ref)
+    clicks.add([k, 16, 20])
+    session.clicks.run_clicks(image, ref, False, run.preprocessing, run.model)
+    assert session.clicks.commit(NEW_TARGET, clear_boxes=False) == 1
+    target = viewer.layers["stack annotations"]
+    assert target.data.shape == stack.shape
+    np.testing.assert_allclose(target.scale, image.scale)
+    nz = np.nonzero(target.data)[0]
+    assert nz.size and set(nz) == {k}
+
+
 def test_bad_requests_raise_what_to_fix_and_a_removed_image_drops_the_result(session):
     session, run, runner, said = session
     with pytest.raises(Sam3Error, match="Type a concept"):
