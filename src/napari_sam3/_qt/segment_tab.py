@@ -1,7 +1,9 @@
 """The "Segment" tab: text / exemplar / click / box prompts on the current plane -> Labels layers.
 
 Only the widgets and their wiring live here: the tab reads its controls into plain values and calls
-`_napari.segment_session.SegmentSession` (text / exemplar runs, re-filter, tracking) and its
+`_napari.segment_session.SegmentSession` (text / exemplar runs, re-filter, tracking, propagating
+clicks, exemplars used on another image, adapting SAM3; the buttons of the last three are wired in
+`propagate_action`, `exemplar_transfer_action`, `adapt_action`) and its
 `ClickSession` (clicks, candidates, preview, commit), which hold the run state. Qt-only parts stay
 here: the debounce timers, the key bindings' and prompt layers' wiring, labels and combos.
 """
