@@ -19,6 +19,7 @@ from napari_sam3._napari.plane_run import PlaneRun
 from napari_sam3._napari.segment_session import SegmentSession
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.images import Preprocessing
+from napari_sam3.testing import InlineSubmit
 
 
 def _image(shape=(64, 80)):
@@ -30,37 +31,11 @@ def _image(shape=(64, 80)):
     return img.clip(0, 255).astype(np.uint8)
 
 
-class Inline:
-    """A runner that drives each job's generator to its end at once; ``hold`` defers the jobs."""
-
-    def __init__(self) -> None:
-        self.hold = False
-        self.waiting: list = []
-        self.descs: list[str] = []
-
-    def __call__(self, make, desc, group, on_result, status=None):
-        self.descs.append(desc)
-        self.waiting.append((make, on_result))
-        if not self.hold:
-            self.run_waiting()
-        return desc
-
-    def run_waiting(self) -> None:
-        while self.waiting:
-            make, on_result = self.waiting.pop(0)
-            gen = make()
-            try:
-                while True:
-                    next(gen)
-            except StopIteration as stop:
-                on_result(stop.value)
-
-
 @pytest.fixture
 def session(engine):
     viewer = ViewerModel()
-    image = viewer.add_image(_image(), name="cells", scale=(0.5, 0.25))
-    runner = Inline()
+    image = viewer.add_image(_image(), name="cells", scale=(0.5, 0.25), translate=(2, 3))
+    runner = InlineSubmit()
     holder = EngineHolder(loader=lambda source, device: engine)
     session = SegmentSession(viewer, holder, runner, runner, lambda step: step())
     said = []
@@ -75,10 +50,20 @@ def test_text_run_then_refilter_drive_one_layer(session, engine):
     low = L.FilterSettings(threshold=0.1)
     session.run_text(run, "nucleus", True, low)
     res = session.last_text
-    expected = engine.segment_text(run.image.data, "nucleus").filter(0.1)
+    expected = engine.segment_text(run.image.data, "nucleus").filter(0.1).sorted_by_score()
     assert res is not None and res.layer in session.viewer.layers
-    assert res.layer.name == "nucleus · cells" and len(res.layer.features) == len(expected) > 0
+    feats = res.layer.features
+    assert res.layer.name == "nucleus · cells" and len(feats) == len(expected) > 0
     np.testing.assert_allclose(res.layer.scale, (0.5, 0.25))
+    np.testing.assert_allclose(res.layer.translate, (2, 3))
+    np.testing.assert_allclose(feats["score"], expected.scores, rtol=1e-5)
+    assert list(feats["area"]) == list(expected.areas)
+    assert list(feats["index"]) == list(range(1, len(expected) + 1))
+    np.testing.assert_allclose(feats["area_physical"], expected.areas * 0.125)
+    # hovering a labelled pixel shows prompt and score in the status bar
+    ys, xs = np.nonzero(res.layer.data)
+    status = res.layer.get_status((ys[0], xs[0]))["coordinates"]
+    assert "prompt: nucleus" in status and "score: " in status
     assert said[-1].startswith(f"{len(expected)} objects ({len(res.raw)} candidates")
     assert "'nucleus · cells'" in session.driven_text()
     before = dict(engine.stats)
@@ -108,6 +93,67 @@ def test_clicks_candidates_cycle_and_commit_into_annotations(session):
     assert len(clicks.data) == 0 and clicks_session.last_clicks is None
     assert said[-1].startswith("Committed as label 1 in 'cells annotations'")
     assert clicks_session.commit(NEW_TARGET, clear_boxes=False) == 0  # nothing shown any more
+    target.name = "renamed"  # the image's annotations layer is still found (by its metadata)
+    clicks.add([40, 55])
+    clicks_session.run_clicks(run.image, run.ref, False, run.preprocessing, run.model)
+    assert clicks_session.commit(NEW_TARGET, clear_boxes=False) == 2
+    assert (np.asarray(target.data) == 2).any() and len(session.viewer.layers) == 5
+
+
+def test_commit_into_a_chosen_layer_writes_only_empty_pixels_and_undoes(session, engine):
+    session, run, _, said = session
+    clicks_session = session.clicks
+    target = session.viewer.add_labels(np.zeros((64, 80), np.uint16), name="manual")
+    target.data[0:5, 0:5] = 3
+    target.data[14:18, 18:22] = 5  # overlaps the clicked object
+    assert clicks_session.commit_targets("cells")[1:] == ["manual"]  # not the preview
+    clicks, _ = clicks_session.add_prompt_layers(run.image, run.ref)
+    assert clicks.ndim == run.image.ndim
+    calls = engine.stats["tracker_calls"]
+    clicks.add([16, 20])
+    clicks_session.run_clicks(run.image, run.ref, False, run.preprocessing, run.model)
+    assert engine.stats["tracker_calls"] == calls + 1
+    mask = clicks_session.candidate_mask()
+    before = np.array(target.data)
+    assert clicks_session.commit("manual", clear_boxes=False) == 6
+    after = np.array(target.data)
+    changed = after != before
+    assert (after[changed] == 6).all() and (before[changed] == 0).all()
+    assert changed.sum() == (mask & (before == 0)).sum() > 0
+    target.undo()  # Ctrl+Z on the target layer
+    assert (np.array(target.data) == before).all()
+    assert said[-1] == "Label 6 in 'manual' was undone: nothing committed now."
+
+
+def test_nd_run_and_commit_touch_only_the_slice_shown(engine):
+    viewer = ViewerModel()
+    stack = np.stack([np.roll(_image(), 9 * s, axis=1) for s in range(4)])  # differ per slice
+    image = viewer.add_image(stack, name="stack", scale=(3.0, 0.5, 0.5), translate=(1, 0, 0))
+    k = 2
+    viewer.dims.set_point(0, 1 + 3.0 * k)
+    runner = InlineSubmit()
+    holder = EngineHolder(loader=lambda source, device: engine)
+    session = SegmentSession(viewer, holder, runner, runner, lambda step: step())
+    ref = L.plane_ref(image, viewer.dims.point, viewer.dims.displayed, 2)
+    run = PlaneRun(image, ref, Preprocessing(), ("tiny", "cpu"))
+    assert ref.index == (k,)
+    session.run_text(run, "nucleus", True, L.FilterSettings(threshold=0.1))
+    layer = session.last_text.layer
+    assert layer.data.shape == (1, 64, 80) and layer.name == "nucleus [2] · stack"
+    np.testing.assert_allclose(layer.data_to_world((0, 5, 7)), image.data_to_world((k, 5, 7)))
+    expected = engine.segment_text(stack[k], "nucleus").filter(0.1).sorted_by_score()
+    np.testing.assert_allclose(layer.features["score"], expected.scores, rtol=1e-5)
+    assert set(layer.features["slice"]) == {"2"}
+    # a click commit on slice k into a full-size target touches slice k only
+    clicks, _ = session.clicks.add_prompt_layers(image, ref)
+    clicks.add([k, 16, 20])
+    session.clicks.run_clicks(image, ref, False, run.preprocessing, run.model)
+    assert session.clicks.commit(NEW_TARGET, clear_boxes=False) == 1
+    target = viewer.layers["stack annotations"]
+    assert target.data.shape == stack.shape
+    np.testing.assert_allclose(target.scale, image.scale)
+    nz = np.nonzero(target.data)[0]
+    assert nz.size and set(nz) == {k}
 
 
 def test_bad_requests_raise_what_to_fix_and_a_removed_image_drops_the_result(session):

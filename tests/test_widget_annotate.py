@@ -30,10 +30,9 @@ def sam3(make_napari_viewer, video_checkpoint):
     widget.segment_tab.post_runner.wait(30)
 
 
-def test_propagate_clicks_and_a_box_through_the_stack(qtbot, sam3, video_checkpoint):
-    from napari_sam3.core.sam3.engine import Sam3Engine
-    from napari_sam3.core.tracking.click_tracking import ObjectPrompt, track_objects
-
+def test_propagate_buttons_run_the_session(qtbot, sam3):
+    """Wiring only (the propagation itself: test_session_features.py): New object starts object
+    2 on the prompt layers, Propagate adds the stack layer and says so in the status line."""
     viewer, widget = sam3
     tab = widget.segment_tab
     stack = np.random.default_rng(1).integers(0, 255, (3, 40, 48)).astype(np.uint8)
@@ -41,10 +40,10 @@ def test_propagate_clicks_and_a_box_through_the_stack(qtbot, sam3, video_checkpo
     tab.image_combo.setCurrentText("stack")
     viewer.dims.set_current_step(0, 1)
     clicks, boxes = tab.add_prompt_layers()
-    clicks.add([[1, 17, 20]])  # object 1 on slice 1 (row 17, column 20)
-    clicks.add([[2, 18, 21]])  # ... and a correction on slice 2
-    assert tab.new_object_btn.isEnabled()
+    clicks.add([[1, 17, 20]])
+    qtbot.waitUntil(lambda: widget.idle, timeout=TIMEOUT)  # the click's own preview run
     tab.new_object_btn.click()  # the box belongs to object 2
+    assert tab.status_label.text() == "Clicks and boxes now belong to object 2."
     boxes.add(
         [np.array([[1, 5, 30], [1, 5, 45], [1, 30, 45], [1, 30, 30]], float)],
         shape_type="rectangle",
@@ -54,34 +53,23 @@ def test_propagate_clicks_and_a_box_through_the_stack(qtbot, sam3, video_checkpo
     qtbot.waitUntil(lambda: name in viewer.layers, timeout=TIMEOUT)
     qtbot.waitUntil(lambda: widget.idle, timeout=TIMEOUT)
     layer = viewer.layers[name]
-    assert layer.data.shape == stack.shape
-    assert layer.features["label"].tolist() == [1, 2]
-    assert set(layer.features["status"]) == {"unreviewed"}  # they join the review table
-    expected = track_objects(
-        Sam3Engine.load(str(video_checkpoint), device="cpu"),
-        stack,
-        [
-            ObjectPrompt(1, 1, [[20, 17]], [1]),
-            ObjectPrompt(1, 2, [[21, 18]], [1]),
-            ObjectPrompt(2, 1, box_xyxy=[30, 5, 45, 30]),
-        ],
-    )
-    np.testing.assert_array_equal(layer.data, expected.labels)
-    assert layer.metadata["sam3_track_meta"]["object_scores"] == expected.meta["object_scores"]
-    assert layer.metadata["sam3_track_meta"]["objects"] == [1, 2]
+    assert layer.data.shape == stack.shape and layer.features["label"].tolist() == [1, 2]
+    assert tab.status_label.text().startswith("Propagated 2 object(s) through 3 slices")
 
 
-def test_propagate_without_clicks_is_refused(sam3):
+def test_propagate_without_clicks_is_refused(sam3, monkeypatch):
+    from napari_sam3._qt import propagate_action
+
     viewer, widget = sam3
     tab = widget.segment_tab
+    errors = []
+    monkeypatch.setattr(propagate_action, "notify_error", errors.append)
     viewer.add_image(np.zeros((3, 20, 20), np.uint8), name="stack")
     tab.image_combo.setCurrentText("stack")
     assert tab.propagate_btn.isEnabled()
-    assert tab.run_track is not None
-    from napari_sam3._qt.propagate_action import start_propagation
-
-    assert start_propagation(tab) is None  # a notification names the fix; nothing runs
-    assert widget.idle
+    tab.propagate_btn.click()
+    assert "Click on (or draw a box around) the objects" in str(errors[-1])
+    assert widget.idle and "SAM3 objects: stack" not in viewer.layers
 
 
 def test_review_panel_follows_the_layer(qtbot, sam3):
@@ -120,73 +108,29 @@ def test_review_panel_follows_the_layer(qtbot, sam3):
     panel.hide_check.setChecked(True)
     assert result.colormap.map(np.array([2]))[0][3] == 0
     assert "1 rejected" in panel.title.text()
+    session = panel.session
+    assert panel.attach(viewer.layers["result"]) is session and session.hiding
+    viewer.layers.remove(result)  # its session goes with it
+    assert panel.session is None
 
 
-def _cells(seed):
-    rng = np.random.default_rng(seed)
-    img = rng.normal(40, 8, (48, 64))
-    yy, xx = np.mgrid[:48, :64]
-    for cy, cx in [(12, 16), (30, 44), (24, 24)]:
-        img[(yy - cy - seed) ** 2 + (xx - cx) ** 2 < 50] += 120
-    return img.clip(0, 255).astype(np.uint8)
-
-
-def test_use_these_exemplars_on_another_image(qtbot, sam3, video_checkpoint):
-    from napari_sam3._napari import layers as L
-    from napari_sam3.core.sam3.engine import Sam3Engine
-
+def test_use_these_exemplars_on_another_image(qtbot, sam3):
+    """Wiring only (the run and its re-filter: test_session_features.py): the button searches the
+    chosen target with this image's boxes; the result is the one the tab's controls drive."""
     viewer, widget = sam3
     tab = widget.segment_tab
     tab.threshold_slider.setValue(10)
-    a, b = _cells(0), _cells(3)
-    viewer.add_image(a, name="A")
-    viewer.add_image(b, name="B")
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.integers(0, 255, (48, 64)).astype(np.uint8), name="A")
+    viewer.add_image(rng.integers(0, 255, (48, 64)).astype(np.uint8), name="B")
     tab.image_combo.setCurrentText("A")
     _, boxes = tab.add_prompt_layers()
     boxes.add([np.array([[4, 8], [4, 24], [20, 24], [20, 8]], float)], shape_type="rectangle")
     tab.exemplar_target_combo.setCurrentText("B")
     assert tab.exemplar_transfer_btn.isEnabled()
     tab.exemplar_transfer_btn.click()
-
-    def result():  # result names lead with the prompt, then the image
-        found = [
-            ly for ly in viewer.layers if ly.name.startswith("exemplars from A") and "B" in ly.name
-        ]
-        return found[0] if found else None
-
-    qtbot.waitUntil(lambda: result() is not None, timeout=TIMEOUT)
+    name = "exemplars from A · B"
+    qtbot.waitUntil(lambda: name in viewer.layers, timeout=TIMEOUT)
     qtbot.waitUntil(lambda: widget.idle, timeout=TIMEOUT)
-    layer = result()
-    engine = Sam3Engine.load(str(video_checkpoint), device="cpu")
-    raw = engine.segment_with(b, engine.exemplar_prompt(a, [[8, 4, 24, 20]]))
-    expected = L.prepare_filtered(
-        raw, tab.current_ref(viewer.layers["B"]), "x", tab.filter_settings()
-    )
-    assert len(layer.features) == len(expected.cands) > 0
-    np.testing.assert_array_equal(layer.data, expected.data)
-    assert set(layer.features["status"]) == {"unreviewed"}
-
-
-def test_review_decisions_survive_refiltering(qtbot, sam3):
-    from napari_sam3._napari.review_session import ReviewSession
-
-    viewer, widget = sam3
-    tab = widget.segment_tab
-    tab.threshold_slider.setValue(10)
-    viewer.add_image(_cells(1), name="cells")
-    tab.concepts_edit.setText("nucleus")
-    tab.run_text()
-    qtbot.waitUntil(lambda: widget.idle, timeout=TIMEOUT)
-    layer = tab.last_text.layer
-    review = ReviewSession(layer)
-    scores = layer.features.sort_values("label")["score"].to_numpy()
-    assert len(scores) >= 3
-    review.reject(2)  # the second best
-    review.accept(len(scores))  # the worst
-    tab.threshold_slider.setValue(int(np.floor(scores[-1] * 100)) + 1)  # drops the worst
-    qtbot.waitUntil(lambda: len(layer.features) == len(scores) - 1, timeout=TIMEOUT)
-    qtbot.waitUntil(lambda: widget.idle, timeout=TIMEOUT)
-    by_label = layer.features.set_index("label")["status"]
-    assert by_label[2] == "rejected"
-    assert (by_label.drop(2) == "unreviewed").all()
-    assert 2 not in np.unique(layer.data)  # still out of the data after the re-filter
+    assert tab.last_text.layer is viewer.layers[name] and tab.last_text.image.name == "B"
+    assert f"'{name}'" in tab.driven_label.text()

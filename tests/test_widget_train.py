@@ -68,21 +68,3 @@ def test_train_without_labels_says_what_to_do(qtbot, tab, tmp_path, monkeypatch)
     assert tab.train_on_labels(path=str(tmp_path / "x.safetensors")) is None
     assert "Select the corrected Labels" in str(errors[-1])
     assert not (tmp_path / "x.safetensors").exists()
-
-
-def test_reviewed_labels_train_without_their_rejected_objects(tab):
-    import pandas as pd
-
-    from napari_sam3._napari.train_session import labelled_pairs
-    from napari_sam3.core.results.review import REJECTED, STATUS_COLUMN
-
-    viewer, _, _ = tab
-    img, lab = synthetic_nuclei((96, 96), seed=4, diameter=14)
-    viewer.add_image(img, name="cells")
-    ids = np.unique(lab)[1:]
-    status = [REJECTED if i == ids[0] else "accepted" for i in ids]
-    features = pd.DataFrame({"label": ids, STATUS_COLUMN: status})
-    reviewed = viewer.add_labels(lab, name="SAM3: nucleus", features=features)
-    ((name, image, plane),) = labelled_pairs(viewer, [reviewed])
-    assert name == "cells" and image.shape == plane.shape == lab.shape
-    assert ids[0] not in plane and set(np.unique(plane)[1:]) == set(ids[1:])

@@ -241,4 +241,39 @@ def tiny_checkpoint_dir(video: bool = False) -> Path:
         return cached
 
 
-__all__ = ["make_tiny_checkpoint", "tiny_checkpoint_dir", "tiny_config", "tiny_vocab"]
+class InlineSubmit:
+    """A session's ``submit(make, desc, group, on_result, status=None)`` that runs each job's
+    generator to its end at once (`core.progress.run_to_end`): sessions without Qt or workers.
+
+    ``hold = True`` keeps jobs waiting until `run_waiting` (to act while a job is "running");
+    ``descs`` and ``progress`` record what was submitted and reported.
+    """
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.waiting: list = []
+        self.descs: list[str] = []
+        self.progress: list[str] = []
+
+    def __call__(self, make, desc, group, on_result, status=None):
+        self.descs.append(desc)
+        self.waiting.append((make, on_result))
+        if not self.hold:
+            self.run_waiting()
+        return desc
+
+    def run_waiting(self) -> None:
+        from napari_sam3.core.progress import run_to_end
+
+        while self.waiting:
+            make, on_result = self.waiting.pop(0)
+            on_result(run_to_end(make(), lambda p: self.progress.append(p.message)))
+
+
+__all__ = [
+    "InlineSubmit",
+    "make_tiny_checkpoint",
+    "tiny_checkpoint_dir",
+    "tiny_config",
+    "tiny_vocab",
+]

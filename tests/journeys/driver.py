@@ -55,9 +55,9 @@ class Journey:
             app.processEvents()
             time.sleep(0.005)
 
-    def wait(self, until=lambda: True, what: str = "the run") -> None:
+    def wait(self, until=lambda: True, what: str = "the run", timeout: float = TIMEOUT_S) -> None:
         """Process events until the widget is idle and ``until()`` holds."""
-        end = time.perf_counter() + TIMEOUT_S
+        end = time.perf_counter() + timeout
         self.process(0.1)
         while time.perf_counter() < end:
             self.process(0.02)

@@ -25,7 +25,8 @@ def steps(j: Journey) -> None:
     j.lap("segment")
 
     seg.adapt_btn.click()
-    j.wait(lambda: getattr(seg, "last_adapt", None) is not None, "the adaptation")
+    # the default 150 steps take 1-2 s each on a busy 2-core CPU: more than one wait's 120 s
+    j.wait(lambda: getattr(seg, "last_adapt", None) is not None, "the adaptation", timeout=330)
     adapted = seg.last_adapt
     shown = seg.status_label.text()
     assert "held-out F1" in shown and shown == adapted.message, shown

@@ -28,7 +28,7 @@ def run_journey(script: str, checkpoint, out: Path) -> str:
         [sys.executable, str(HERE / script), str(out)],
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=560,  # under the 600 s per-test limit; the adapt journey trains 150 steps
         env=env,
         cwd=HERE,
     )

@@ -13,6 +13,7 @@ import numpy as np
 
 from napari_sam3._napari import layers as L
 from napari_sam3.core.errors import Sam3Error
+from napari_sam3.core.prompts import parse_concepts
 from napari_sam3.core.results.review import REJECTED, STATUS_COLUMN
 from napari_sam3.core.sam3.adapt import AdaptExample, AdaptSettings, iter_adapt
 
@@ -38,6 +39,16 @@ def example_from_result(result) -> AdaptExample:
             rejected = np.where(is_rejected, labels, 0)
             labels = np.where(is_rejected, 0, labels)
     return AdaptExample(result.ref.layer_name, plane, labels, rejected, result.ref.rgb)
+
+
+def adapt_concept(result) -> str:
+    """The one concept a `TextResult` can teach (`Sam3Error` naming the fix otherwise)."""
+    if result is None or result.layer is None:
+        raise Sam3Error("Run a text prompt first: adapting learns from its result layer.")
+    concepts = parse_concepts(result.prompt_text)
+    if len(concepts) != 1:
+        raise Sam3Error("Adapt to one concept at a time: run a single concept first.")
+    return concepts[0]
 
 
 def iter_adapt_result(holder, source: str, device: str, result, settings: AdaptSettings):

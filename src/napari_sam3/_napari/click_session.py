@@ -27,6 +27,7 @@ from napari_sam3.core.results.refine import refine_masks
 NEW_PREFIX = "New layer: "
 NEW_TARGET = NEW_PREFIX + "annotations"  # any choice starting with NEW_PREFIX makes the new layer
 PREVIEW_NAME = "SAM3 candidate"
+ANNOTATIONS_KIND = "annotations"  # ``metadata["sam3"]["kind"]`` of an image's commit layer
 
 
 def annotations_name(image_name: str) -> str:
@@ -228,7 +229,7 @@ class ClickSession:
             for ly in self.viewer.layers
             if ly.__class__.__name__ == "Labels"
             and not is_preview(ly)
-            and not ly.name.endswith("(hidden)")
+            and not B.is_hidden_layer(ly)
         ]
         return [new_target_text(image_name), *names]
 
@@ -239,18 +240,30 @@ class ClickSession:
         chosen = self.viewer.layers[name] if name in self.viewer.layers else None
         if chosen is not None and not name.startswith(NEW_PREFIX) and not is_preview(chosen):
             layer = chosen
-        elif new_name in self.viewer.layers:
+        elif (found := self._annotations_of(ref)) is not None:
+            layer = found
+        elif new_name in self.viewer.layers:  # one painted by hand under that name
             layer = self.viewer.layers[new_name]
         else:
-            shape = tuple(L._level0(image.data).shape)
+            shape = tuple(L.level0(image.data).shape)
             shape = shape[:-1] if image.rgb else shape
             layer = self.viewer.add_labels(
                 np.zeros(shape, np.uint32),
                 name=new_name,
+                metadata={"sam3": {"kind": ANNOTATIONS_KIND, "image_uid": ref.image_uid}},
                 **L.full_geometry(ref),
             )
         self.events.target(value=layer)
         return layer
+
+    def _annotations_of(self, ref: L.PlaneRef):
+        """The annotations layer made for ``ref`` 's image (found by metadata: renaming keeps it)."""
+        for layer in self.viewer.layers:
+            meta = layer.metadata.get("sam3") if isinstance(layer.metadata, dict) else None
+            if isinstance(meta, dict) and meta.get("kind") == ANNOTATIONS_KIND:
+                if meta.get("image_uid") == ref.image_uid:
+                    return layer
+        return None
 
     def _watch_commit(self, target, new_id: int) -> None:
         """Until the next commit: when ``new_id`` leaves ``target`` (Ctrl+Z), the status says so."""

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from napari_sam3._napari.identity import find_layer
-from napari_sam3._napari.layers import _level0, scale_or_none
+from napari_sam3._napari.layers import level0, scale_or_none
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.results.review import drop_rejected, rejected_labels
 from napari_sam3.io.atomic import check_writable
@@ -66,7 +66,7 @@ def _formats(layer, formats) -> tuple[str, ...]:
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise Sam3Error(f"Unknown export format(s): {', '.join(bad)}.")
-    if _plane(np.asarray(_level0(layer.data))).ndim != 2:
+    if _plane(np.asarray(level0(layer.data))).ndim != 2:
         formats = [f for f in formats if f not in PLANE_ONLY]
     return tuple(dict.fromkeys(["tiff", *formats]))
 
@@ -84,7 +84,7 @@ def export_layer(
     need the image the result was made from (found by the uid in the layer's metadata).
     """
     formats = _formats(layer, formats)
-    labels = _plane(np.asarray(_level0(layer.data)))
+    labels = _plane(np.asarray(level0(layer.data)))
     features = getattr(layer, "features", None)
     if features is not None and "label" in features.columns:  # rejected in review: never exported
         labels, _ = drop_rejected(labels, features)
@@ -98,7 +98,7 @@ def export_layer(
                 f"Training pairs need the image '{meta.get('image', '?')}' that '{layer.name}' was "
                 "made from; it is no longer in the viewer. Export without pairs."
             )
-        src = np.asarray(_level0(source.data))
+        src = np.asarray(level0(source.data))
         index = tuple(meta.get("slice") or ())
         image = src[index] if index else src
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -35,14 +35,28 @@ def build_result_layers(prepared, ref, main: bool = True, hidden: bool = True):
     Runs in the worker. The hidden layer gets its final name on the main thread, from the result
     layer's name after napari made it unique.
     """
-    from napari_sam3._napari.layers import placed_geometry
-
     if main:
         prepared.layer = labels_layer(prepared.data, prepared.kwargs)
     if hidden and prepared.hidden is not None:
-        kwargs = {**placed_geometry(ref), "features": prepared.kwargs["features"]}
+        kwargs = hidden_layer_kwargs(ref, prepared.kwargs["features"])
         prepared.hidden_layer = labels_layer(prepared.hidden, kwargs)
     return prepared
+
+
+HIDDEN_KIND = "hidden"  # ``metadata["sam3"]["kind"]`` of a result's hidden-objects layer
+
+
+def hidden_layer_kwargs(ref, features) -> dict:
+    """``add_labels`` kwargs of a result's hidden-objects layer (known by its metadata kind)."""
+    from napari_sam3._napari.layers import placed_geometry
+
+    meta = {"sam3": {"kind": HIDDEN_KIND, "image_uid": ref.image_uid}}
+    return {**placed_geometry(ref), "features": features, "metadata": meta}
+
+
+def is_hidden_layer(layer) -> bool:
+    meta = layer.metadata.get("sam3", {}) if isinstance(layer.metadata, dict) else {}
+    return isinstance(meta, dict) and meta.get("kind") == HIDDEN_KIND
 
 
 def count_layers(out, name: str, geometry: dict, diameter: float) -> tuple:
@@ -143,10 +157,7 @@ class LayerAdder:
             return layer
         layer = prepared.hidden_layer
         if layer is None:
-            from napari_sam3._napari.layers import placed_geometry
-
-            kwargs = {**placed_geometry(res.ref), "features": res.layer.features}
-            layer = labels_layer(hidden, kwargs)
+            layer = labels_layer(hidden, hidden_layer_kwargs(res.ref, res.layer.features))
         layer.name = f"{res.layer.name} (hidden)"  # after napari made the result's name unique
         self.add(layer, when=lambda: res.image in self.viewer.layers)
         return layer

@@ -80,7 +80,7 @@ def plane_ref(layer, dims_point, dims_displayed, ndisplay: int = 2) -> PlaneRef:
             "SAM3 segments the plane of the layer's last two axes; reset the axis order "
             "(the dims 'transpose' / 'roll' buttons) so they are the displayed ones."
         )
-    shape = tuple(int(s) for s in _level0(layer.data).shape)
+    shape = tuple(int(s) for s in level0(layer.data).shape)
     if layer.rgb:
         shape = shape[:-1]
     data_point = np.asarray(layer.world_to_data(dims_point), dtype=float)
@@ -101,15 +101,18 @@ def plane_ref(layer, dims_point, dims_displayed, ndisplay: int = 2) -> PlaneRef:
 
 def read_plane(layer_data, ref: PlaneRef) -> np.ndarray:
     """The plane ``ref`` points at, as a numpy array (computes dask / zarr slices)."""
-    data = _level0(layer_data)
+    data = level0(layer_data)
     return np.asarray(data[ref.index]) if ref.index else np.asarray(data)
 
 
-def _level0(data):
-    # Multiscale layers hold a list of levels; the first is full resolution.
+def level0(data):
+    """The full-resolution array of a layer's data (multiscale layers hold a list of levels)."""
     if isinstance(data, (list, tuple)):
         return data[0]
     return data
+
+
+_level0 = level0  # the old private name, still used by count_results.py (another branch)
 
 
 def placed_geometry(ref: PlaneRef) -> dict:
@@ -364,7 +367,7 @@ def _target_ref(labels_layer, ref: PlaneRef) -> PlaneRef:
 
 
 def target_plane(target_data, ref: PlaneRef) -> np.ndarray:
-    data = _level0(target_data)
+    data = level0(target_data)
     if data.ndim == 2:
         return np.asarray(data)
     return np.asarray(data[ref.index])

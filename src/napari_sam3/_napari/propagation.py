@@ -11,6 +11,8 @@ raises the layer's ``feature_defaults["object"]`` so the next clicks start anoth
 - `new_object`: the next object id for new clicks and boxes.
 - `propagation_features`: the result layer's ``features`` (one row per object, with a
   ``score`` and a review ``status``), so tracked objects join the review table.
+
+The run itself is `SegmentSession.run_propagation`.
 """
 
 from __future__ import annotations

@@ -111,6 +111,11 @@ class ReviewSession:
             listener()
 
     @property
+    def hiding(self) -> bool:
+        """Whether rejected objects are drawn transparent (`hide_rejected`)."""
+        return self._hiding
+
+    @property
     def selected(self) -> int:
         return int(self.layer.selected_label)
 

@@ -31,6 +31,7 @@ class TextResult:
     ref: L.PlaneRef
     image: object
     prompt_text: str
+    review: bool = False  # its objects carry a review ``status`` from the start
     layer: object = None
     hidden_layer: object = None
     written: np.ndarray | None = field(default=None, repr=False)  # what we last put in ``layer``

@@ -30,6 +30,20 @@ def stack_ref(ref: L.PlaneRef) -> L.PlaneRef:
     return dataclasses.replace(ref, index=(*ref.index[:-1], 0))
 
 
+def read_stack(data, ref: L.PlaneRef) -> np.ndarray:
+    """The stack along the tracked axis of ``ref``'s image (other leading axes at the slice shown)."""
+    full = L.level0(data)
+    return np.asarray(full[ref.index[:-1]] if len(ref.index) > 1 else full)
+
+
+def stack_labels_layer(labels: np.ndarray, ref: L.PlaneRef, kwargs: dict):
+    """A Labels layer (worker-safe) of a tracked ``(T, Y, X)`` result over ``ref``'s image."""
+    from napari_sam3._napari.layer_builder import labels_layer
+
+    shape = (1,) * (len(ref.index) - 1) + labels.shape
+    return labels_layer(labels.reshape(shape), kwargs)
+
+
 def track_features(table: pd.DataFrame) -> pd.DataFrame:
     """One row per track: napari's ``index`` (= label), prompt, frames seen, scores and area."""
     if len(table) == 0:
@@ -50,11 +64,12 @@ def track_features(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def track_layer_kwargs(result, ref: L.PlaneRef, name: str) -> dict:
-    """``add_labels`` kwargs of a tracking result (an `iter_track_stack` result) placed on ``ref``."""
+def track_layer_kwargs(result, ref: L.PlaneRef, name: str, features=None) -> dict:
+    """``add_labels`` kwargs of a tracking result (`iter_track_stack`, or `iter_track_objects`
+    with its own ``features``) placed over ``ref`` 's stack."""
     return {
         "name": name,
-        "features": track_features(result.table),
+        "features": track_features(result.table) if features is None else features,
         "metadata": {TABLE_KEY: result.table, "sam3_track_meta": result.meta},
         **L.placed_geometry(stack_ref(ref)),
     }

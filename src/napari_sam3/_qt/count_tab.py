@@ -24,7 +24,7 @@ from napari_sam3._napari.count_results import PreparedCount
 from napari_sam3._napari.count_session import METHODS, CountRequest, CountSession
 from napari_sam3._napari.plane_run import PlaneRun
 from napari_sam3._napari.train_session import TrainSession, default_network_dir
-from napari_sam3._qt.tab_base import PlaneTab
+from napari_sam3._qt.tab_base import PlaneTab, save_to
 from napari_sam3._qt.table_model import DataFrameModel
 from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, next_turn, notify_error
 from napari_sam3.core.errors import Sam3Error
@@ -177,18 +177,8 @@ class CountTab(PlaneTab):
         """Write the last count's table as CSV (asks for a file when ``path`` is None)."""
         if self.last is None:
             return None
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(
-                self, "Export counts", "counts.csv", "CSV (*.csv)"
-            )
-            if not path:
-                return None
-        try:
-            # The save dialog has already asked before replacing an existing file.
-            return self.session.write_csv(path)
-        except (OSError, Sam3Error) as exc:
-            notify_error(exc)
-            return None
+        dialog = ("Export counts", "counts.csv", "CSV (*.csv)")
+        return save_to(self, path, dialog, self.session.write_csv)
 
     # ------------------------------------------------------------------ train on labels
     def _build_train(self, outer) -> None:

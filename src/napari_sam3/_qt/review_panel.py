@@ -7,6 +7,8 @@ the layer itself: A accept, R reject, S needs edit, N next.
 
 from __future__ import annotations
 
+import weakref
+
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -19,10 +21,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_sam3._napari.identity import layer_uid, unwrap
 from napari_sam3._napari.review_session import ReviewSession
 from napari_sam3._qt.table_model import DataFrameModel
 
-_panels: dict[int, ReviewPanel] = {}  # one panel per viewer (proxies differ: keyed by the real one)
+# one panel per viewer (plugin proxies differ: keyed by the real viewer object, held weakly)
+_panels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class ReviewPanel(QWidget):
@@ -32,7 +36,7 @@ class ReviewPanel(QWidget):
         super().__init__(parent)
         self.viewer = viewer
         self.session: ReviewSession | None = None
-        self._sessions: dict[int, ReviewSession] = {}
+        self._sessions: dict[str, ReviewSession] = {}  # by layer uid (`_napari.identity`)
         self._syncing = False
         outer = QVBoxLayout(self)
         self.title = QLabel("Select a result layer to review its objects.")
@@ -72,6 +76,7 @@ class ReviewPanel(QWidget):
         bulk.addWidget(self.hide_check)
         outer.addLayout(bulk)
         viewer.layers.selection.events.active.connect(self._on_active)
+        viewer.layers.events.removed.connect(self._forget_removed)
         self._on_active()
 
     # ------------------------------------------------------------------ layer following
@@ -81,9 +86,18 @@ class ReviewPanel(QWidget):
             return
         self.attach(layer)
 
+    def _forget_removed(self, event=None) -> None:
+        """Drop the sessions of layers that left the viewer (their decisions stay in features)."""
+        present = {layer_uid(ly) for ly in self.viewer.layers}
+        for key in [k for k in self._sessions if k not in present]:
+            del self._sessions[key]
+            if self.session is not None and layer_uid(self.session.layer) == key:
+                self.session = None
+
     def attach(self, layer) -> ReviewSession:
-        """Review ``layer`` (one session per layer, kept while the panel lives)."""
-        key = id(getattr(layer, "__wrapped__", layer))
+        """Review ``layer`` (one session per layer while it is in the viewer)."""
+        layer = unwrap(layer)
+        key = layer_uid(layer)
         session = self._sessions.get(key)
         if session is None:
             session = ReviewSession(layer)
@@ -92,7 +106,7 @@ class ReviewPanel(QWidget):
             layer.events.selected_label.connect(self._on_selected_label)
             self._sessions[key] = session
         self.session = session
-        self.hide_check.setChecked(session._hiding)
+        self.hide_check.setChecked(session.hiding)
         self.refresh()
         return session
 
@@ -163,7 +177,7 @@ def add_review_button(tab, layout) -> None:
 
 def open_review_panel(viewer) -> ReviewPanel:
     """The viewer's review panel, docked on first use."""
-    key = id(getattr(viewer, "__wrapped__", viewer))
+    key = unwrap(viewer)
     panel = _panels.get(key)
     if panel is None:
         panel = ReviewPanel(viewer)

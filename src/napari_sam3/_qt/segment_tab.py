@@ -1,7 +1,9 @@
 """The "Segment" tab: text / exemplar / click / box prompts on the current plane -> Labels layers.
 
 Only the widgets and their wiring live here: the tab reads its controls into plain values and calls
-`_napari.segment_session.SegmentSession` (text / exemplar runs, re-filter, tracking) and its
+`_napari.segment_session.SegmentSession` (text / exemplar runs, re-filter, tracking, propagating
+clicks, exemplars used on another image, adapting SAM3; the buttons of the last three are wired in
+`propagate_action`, `exemplar_transfer_action`, `adapt_action`) and its
 `ClickSession` (clicks, candidates, preview, commit), which hold the run state. Qt-only parts stay
 here: the debounce timers, the key bindings' and prompt layers' wiring, labels and combos.
 """
@@ -99,6 +101,10 @@ class SegmentTab(PlaneTab):
     @property
     def preview_layer(self):
         return self.clicks.preview_layer
+
+    @property
+    def last_adapt(self):
+        return self.session.last_adapt
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -250,7 +256,10 @@ class SegmentTab(PlaneTab):
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(channel=self.images.channel())
 
-    def _plane_run(self, image, ref: L.PlaneRef) -> PlaneRun:
+    def plane_run(self, image, ref: L.PlaneRef | None = None) -> PlaneRun:
+        """What a session run starts from: ``image`` on its plane shown now (or ``ref``), the
+        preprocessing and model the controls say (`Sam3Error` when there is no usable plane)."""
+        ref = self.current_ref(image) if ref is None else ref
         return PlaneRun(image, ref, self.preprocessing(), self.model_settings())
 
     def _submit_quick(self, make, desc: str, group: str, on_result, status=None) -> Job:
@@ -288,7 +297,7 @@ class SegmentTab(PlaneTab):
         min_score = self.threshold_slider.value() / 100.0
         try:
             return self.session.run_track(
-                self._plane_run(image, ref), self.concepts_edit.text(), min_score
+                self.plane_run(image, ref), self.concepts_edit.text(), min_score
             )
         except Sam3Error as exc:  # not a stack, or no usable concept: say what to do
             notify_error(exc)
@@ -340,7 +349,7 @@ class SegmentTab(PlaneTab):
         exemplars = self.box_mode_combo.currentIndex() == 0
         try:
             return self.session.run_text(
-                self._plane_run(image, ref),
+                self.plane_run(image, ref),
                 self.concepts_edit.text(),
                 exemplars,
                 self.filter_settings(),
@@ -387,7 +396,7 @@ class SegmentTab(PlaneTab):
         ref = self.ref_or_notify(image)
         if ref is None:
             return None
-        run = self._plane_run(image, ref)
+        run = self.plane_run(image, ref)
         box_prompt = self.box_mode_combo.currentIndex() == 1
         return self.clicks.run_clicks(image, ref, box_prompt, run.preprocessing, run.model)
 

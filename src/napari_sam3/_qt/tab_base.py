@@ -3,12 +3,49 @@ kept in step with the viewer's layers, the status line, and error / cancel repor
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QWidget
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from napari_sam3._napari import layers as L
 from napari_sam3._qt.image_choice import ImageChoice, unwatch, watch_layer_list
 from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, error_message, notify_error
 from napari_sam3.core.errors import Sam3Error
+
+
+def make_button(text: str, tooltip: str, slot) -> QPushButton:
+    """A push button with its tooltip, calling ``slot()`` when clicked."""
+    btn = QPushButton(text)
+    btn.setToolTip(tooltip)
+    btn.clicked.connect(lambda *_: slot())
+    return btn
+
+
+def add_row(layout, *widgets) -> None:
+    """``widgets`` side by side as one row of ``layout``."""
+    row = QHBoxLayout()
+    for widget in widgets:
+        row.addWidget(widget)
+    layout.addLayout(row)
+
+
+def ask_save_path(parent, title: str, suggested: str, file_filter: str) -> str | None:
+    """The file the user chose in a save dialog (which asks before replacing one), or None."""
+    path, _ = QFileDialog.getSaveFileName(parent, title, suggested, file_filter)
+    return path or None
+
+
+def save_to(parent, path: str | None, dialog: tuple[str, str, str], write):
+    """``write(path)``; with no ``path``, to the file a save dialog ``(title, suggested, filter)``
+    asks for (it asks before replacing one, so ``write`` may replace). None when the user
+    cancels or the write fails (the error is notified)."""
+    if path is None:
+        path = ask_save_path(parent, *dialog)
+        if path is None:
+            return None
+    try:
+        return write(path)
+    except (OSError, Sam3Error) as exc:
+        notify_error(exc)
+        return None
 
 
 class PlaneTab(QWidget):
