@@ -152,16 +152,20 @@ class CountTab(PlaneTab):
         if ref is None:
             return None
         net = self.method_combo.currentData()
-        request = CountRequest(
-            method="learned" if net else self.method_combo.currentText(),
-            net=net,
-            diameter=self.diameter_spin.value() or None,
-            concepts=self.concepts_edit.text(),
-            use_boxes=self.exemplar_check.isChecked(),
-            all_slices=self.all_slices(image),
-        )
         pre = Preprocessing(channel=self.images.channel())
-        return self.session.run_count(PlaneRun(image, ref, pre, self.model_settings()), request)
+        try:  # the request checks itself (core.requests): a bad option is told, nothing runs
+            request = CountRequest(
+                method="learned" if net else self.method_combo.currentText(),
+                net=net,
+                diameter=self.diameter_spin.value() or None,
+                concepts=self.concepts_edit.text(),
+                use_boxes=self.exemplar_check.isChecked(),
+                all_slices=self.all_slices(image),
+            )
+            return self.session.run_count(PlaneRun(image, ref, pre, self.model_settings()), request)
+        except Sam3Error as exc:
+            notify_error(exc)
+            return None
 
     def _on_result(self, event) -> None:
         """The summary and the table of a finished count (its layers are the session's)."""
