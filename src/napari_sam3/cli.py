@@ -20,7 +20,6 @@ from napari_sam3.core.defaults import (
     DEFAULT_COUNT_METHOD,
     DEVICES,
     MASK_THRESHOLD,
-    MIN_TILE,
     SCORE_THRESHOLD,
 )
 from napari_sam3.core.errors import Sam3Error
@@ -377,20 +376,13 @@ def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily b
         v = getattr(args, name)
         if not 0.0 <= v <= 1.0:
             raise Sam3Error(f"--{name.replace('_', '-')} must be between 0 and 1, got {v}.")
-    tile = args.tile
-    if tile is not None and tile.lower() in ("none", "off", "0"):
-        tile = "none"
-    elif tile is not None and tile != "auto":
-        try:
-            tile = int(tile)
-        except ValueError:
-            raise Sam3Error(f"--tile must be 'auto' or a number of pixels, got {tile!r}.") from None
-        if tile < MIN_TILE:
-            raise Sam3Error(f"--tile {tile} is too small; use at least {MIN_TILE} pixels.")
+    from napari_sam3.core.validation import check_diameter, check_tile
+
+    tile = args.tile  # None: not given (segment: no tiling; count --method sam3: auto)
+    if tile is not None:
+        tile = check_tile(tile, "--tile") or "none"
     if exemplar_from and tile not in (None, "none"):
         raise Sam3Error("--exemplar-from does not work with --tile yet; leave --tile out.")
-    from napari_sam3.core.validation import check_diameter
-
     check_diameter(args.diameter, "--diameter")
     if args.command == "count" and args.method == "learned":  # a bad $NAPARI_SAM3_NUCLEUS_NET
         from napari_sam3.core.learned.model_file import check_file  # fails once, here

@@ -53,6 +53,30 @@ class BatchSettings:
         check_fraction(self.mask_threshold, "mask_threshold")
         if self.prompts:
             object.__setattr__(self, "prompts", tuple(concepts_typed(list(self.prompts))))
+        if self.command == "count":
+            self.count_request()  # the request checks the rest (method, polarity, tile, net...)
+
+    def count_request(self, tile="default"):
+        """The `core.requests.CountRequest` of these settings (checked there): what ``count``
+        runs per file, and ``segment --tile`` per plane. ``count`` tiles SAM3 by default
+        ("auto"); ``tile`` overrides the settings' tiling."""
+        from napari_sam3.core.requests import CountRequest
+
+        if tile == "default":
+            tile = "auto" if self.command == "count" and self.tile is None else self.tile
+        boxes, labels = self.exemplar_boxes()
+        return CountRequest(
+            method=self.method,
+            diameter=self.diameter,
+            concepts=self.prompts,
+            exemplars=boxes,
+            exemplar_labels=labels,
+            min_score=self.threshold,
+            mask_threshold=self.mask_threshold,
+            tile=tile,
+            polarity=self.polarity,
+            net=self.net,
+        )
 
     def result_fields(self) -> dict:
         """The options that change the result (not formats, device, overwrite)."""
