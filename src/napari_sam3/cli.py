@@ -14,15 +14,16 @@ import time
 import traceback
 import warnings
 
-from napari_sam3.core.defaults import (
-    COUNT_METHODS,
-    COUNT_SCORE_THRESHOLD,
-    DEFAULT_COUNT_METHOD,
-    DEVICES,
-    MASK_THRESHOLD,
-    SCORE_THRESHOLD,
-)
+from napari_sam3.core.defaults import COUNT_METHODS, DEVICES, POLARITIES
 from napari_sam3.core.errors import Sam3Error
+from napari_sam3.core.requests import CountRequest, SegmentRequest, TrackRequest, request_fields
+
+# The flags' defaults ARE the requests' (one home: core.requests, from core.defaults).
+COUNT = request_fields(CountRequest)
+SEGMENT = request_fields(SegmentRequest)
+TRACK = request_fields(TrackRequest)
+# Old flag spellings, still accepted (hidden from --help): flag names are field names now.
+RENAMED = {"--prompt": "--concepts", "--threshold": "--min-score"}
 
 EXAMPLES = """\
 examples:
@@ -52,11 +53,12 @@ def _run_options() -> argparse.ArgumentParser:
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--out", required=True, metavar="DIR", help="output folder")
     shared.add_argument(
-        "--prompt",
+        "--concepts",
         action="append",
         metavar="TEXT",
-        help='concept(s), comma separated: "nucleus, cell" (repeatable)',
+        help='what to find, comma separated: "nucleus, cell" (repeatable)',
     )
+    _old_spelling(shared, "--prompt", "concepts", action="append")
     shared.add_argument(
         "--model",
         default=None,
@@ -96,6 +98,7 @@ def _run_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     from napari_sam3 import __version__
+    from napari_sam3.core.results.refine import REFINEMENT_LEVELS
 
     parser = argparse.ArgumentParser(
         prog="napari-sam3",
@@ -131,17 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable; needs at least one --exemplar or a --prompt)",
     )
     common.add_argument(
-        "--threshold",
+        "--min-score",
         type=float,
-        default=None,  # resolved per command in settings_from_args (no set_defaults: it leaks)
-        help=f"minimum score (default {SCORE_THRESHOLD}; count --method sam3: "
-        f"{COUNT_SCORE_THRESHOLD})",
+        default=None,  # not given: the request's default (segment and count differ)
+        help=f"minimum score (default {SEGMENT['min_score']}; count --method sam3: "
+        f"{COUNT['min_score']})",
     )
+    _old_spelling(common, "--threshold", "min_score", type=float)
     common.add_argument(
         "--mask-threshold",
         type=float,
-        default=MASK_THRESHOLD,
-        help=f"mask binarisation threshold (default {MASK_THRESHOLD})",
+        default=SEGMENT["mask_threshold"],
+        help=f"mask binarisation threshold (default {SEGMENT['mask_threshold']})",
     )
     common.add_argument(
         "--tile",
@@ -183,11 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument(
         "--refine",
-        default="low",
+        default=SEGMENT["refine"],
         type=str.lower,
-        choices=["low", "medium", "high"],
+        choices=[level.lower() for level in REFINEMENT_LEVELS],
         help="mask refinement, as in the widget: low = raw model masks, medium = small holes "
-        "filled and specks removed, high = smoothed edges and all holes filled (default low)",
+        "filled and specks removed, high = smoothed edges and all holes filled "
+        f"(default {SEGMENT['refine']})",
     )
     cnt = sub.add_parser(
         "count",
@@ -198,15 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     cnt.add_argument(
         "--method",
         choices=list(COUNT_METHODS),
-        default=DEFAULT_COUNT_METHOD,
+        default=COUNT["method"],
         help="learned (default): the nucleus network shipped with the plugin; classical: "
         "threshold + watershed; both need no download. sam3: SAM3 with --prompt / --exemplar",
     )
     _add_net_option(cnt)
     cnt.add_argument(
         "--polarity",
-        choices=["auto", "bright", "dark"],
-        default="auto",
+        choices=list(POLARITIES),
+        default=COUNT["polarity"],
         help="learned / classical: objects brighter or darker than the background; 'auto' (default) "
         "decides per plane and refuses planes that do not look like fluorescence, 'bright' or "
         "'dark' forces the count. A multi-plane file without --diameter is counted at ONE "
@@ -292,15 +297,16 @@ def _add_track_parser(sub, run_options) -> None:
         help="TIFF stacks (T, H, W) or (T, H, W, 3), folders or glob patterns",
     )
     trk.add_argument(
-        "--threshold",
+        "--min-score",
         type=float,
-        default=SCORE_THRESHOLD,
-        help=f"score an object needs to start a track (default {SCORE_THRESHOLD})",
+        default=TRACK["min_score"],
+        help=f"score an object needs to start a track (default {TRACK['min_score']})",
     )
+    _old_spelling(trk, "--threshold", "min_score", type=float)
     trk.add_argument(
         "--start",
         type=int,
-        default=0,
+        default=TRACK["start"],
         metavar="FRAME",
         help="frame to start from: tracks run forward to the end, then back to frame 0 (default 0)",
     )
@@ -314,98 +320,122 @@ def _add_track_parser(sub, run_options) -> None:
     )
 
 
-def track_settings_from_args(args):
-    """`batch.track.TrackSettings` of a ``track`` command line; `Sam3Error` for bad options."""
-    from napari_sam3.batch.settings import parse_prompts
-    from napari_sam3.batch.track_settings import TrackSettings, parse_axis
+def _old_spelling(parser, flag: str, dest: str, **kwargs) -> None:
+    """``flag``, the old name of the option ``dest``: still accepted, not shown by --help."""
+    parser.add_argument(
+        flag, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs
+    )
 
-    prompts = parse_prompts(args.prompt)
-    if not prompts:
-        raise Sam3Error('track needs --prompt "concept" (e.g. --prompt "nucleus, cell").')
-    if not 0.0 <= args.threshold <= 1.0:
-        raise Sam3Error(f"--threshold must be between 0 and 1, got {args.threshold}.")
-    if args.start < 0:
-        raise Sam3Error(f"--start must be a frame index (0 or more), got {args.start}.")
-    return TrackSettings(
-        prompts=prompts,
+
+def _flag_names(argv) -> dict[str, str]:
+    """``{request field: the flag the user typed for it}`` (an old spelling where they used one)."""
+    names = {
+        f: "--" + f.replace("_", "-")
+        for f in ("concepts", "min_score", "mask_threshold", "tile", "polarity", "start", "axis")
+    }
+    names.update({"exemplar_from": "--exemplar-from", "net": "--net"})
+    typed = {a.split("=")[0] for a in argv or ()}
+    for old, new in RENAMED.items():
+        if old in typed and new not in typed:
+            names[new[2:].replace("-", "_")] = old
+    return names
+
+
+def _request(cls, argv, **fields):
+    """``cls(**fields)`` (the request checks itself); its message names the flags, not fields."""
+    import re
+
+    try:
+        return cls(**fields)
+    except Sam3Error as exc:
+        text = str(exc)
+        for field, flag in _flag_names(argv).items():
+            new = f"--{field.replace('_', '-')}"
+            if new in text:  # the message names the flag already (maybe its old spelling)
+                text = text.replace(new, flag)
+            else:
+                text = re.sub(rf"(?<![\w-]){field}\b", flag, text, count=1)
+        raise Sam3Error(text) from None
+
+
+def _boxes(texts, flag: str) -> list:
+    from napari_sam3.core.requests import parse_box
+
+    return [parse_box(t, flag) for t in texts or ()]
+
+
+def request_from_args(args, argv=None):
+    """The `core.requests` request of a ``segment`` / ``count`` / ``track`` command line: each
+    flag is the field of its name; flags not given take the request's defaults."""
+    given = {
+        k: getattr(args, k) for k in ("concepts", "min_score") if getattr(args, k, None) is not None
+    }
+    if args.command == "track":
+        return _request(TrackRequest, argv, start=args.start, axis=args.axis, **given)
+    positives = _boxes(args.exemplar, "--exemplar")
+    negatives = _boxes(args.negative_exemplar, "--negative-exemplar")
+    given.update(
+        exemplars=positives + negatives,
+        exemplar_labels=[1] * len(positives) + [0] * len(negatives),
+        mask_threshold=args.mask_threshold,
+    )
+    if args.tile is not None:  # not given: the request's default (segment none, count auto)
+        given["tile"] = args.tile
+    if args.command == "segment":
+        from napari_sam3.batch.exemplar_from import parse_exemplar_from
+
+        exemplar_from = parse_exemplar_from(args.exemplar_from or [])
+        if exemplar_from and (positives or negatives):
+            raise Sam3Error(
+                "--exemplar-from and --exemplar/--negative-exemplar cannot be mixed: --exemplar "
+                "puts the same coordinates on every image; use one of them."
+            )
+        return _request(
+            SegmentRequest, argv, exemplar_from=exemplar_from, refine=args.refine, **given
+        )
+    if args.method == "learned":  # a bad $NAPARI_SAM3_NUCLEUS_NET fails once, here
+        from napari_sam3.core.learned.model_file import check_file
+
+        check_file()
+    return _request(
+        CountRequest,
+        argv,
+        method=args.method,
+        diameter=args.diameter,
+        polarity=args.polarity,
+        net=checked_net(args),
+        **given,
+    )
+
+
+def track_settings_from_args(args, argv=None):
+    """`batch.track.TrackSettings` of a ``track`` command line; `Sam3Error` for bad options."""
+    from napari_sam3.batch.track_settings import TrackSettings
+
+    request = request_from_args(args, argv)
+    return TrackSettings.from_request(
+        request,
         model=args.model,
         device=args.device,
-        threshold=args.threshold,
-        start=args.start,
-        axis=parse_axis(args.axis),
         overwrite=args.overwrite,
         adapter=_adapter_path(args),
     )
 
 
-def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily below
-    from napari_sam3.batch.exemplar_from import parse_exemplar_from
-    from napari_sam3.batch.settings import BatchSettings, parse_box, parse_prompts
+def settings_from_args(args, argv=None):
+    """`batch.BatchSettings` of a ``segment`` / ``count`` command line: request + io."""
+    from napari_sam3.batch.settings import BatchSettings
+    from napari_sam3.core.validation import check_diameter
     from napari_sam3.io.export import parse_formats
 
-    prompts = parse_prompts(args.prompt)
-    try:
-        exemplars = tuple(parse_box(b) for b in args.exemplar)
-    except ValueError as exc:
-        raise Sam3Error(f"--exemplar: {exc}") from exc
-    try:
-        negatives = tuple(parse_box(b) for b in args.negative_exemplar)
-    except ValueError as exc:
-        raise Sam3Error(f"--negative-exemplar: {exc}") from exc
-    if negatives and not prompts and not exemplars and args.method == "sam3":
-        raise Sam3Error(
-            "--negative-exemplar only says what not to find: add at least one "
-            '--exemplar X0,Y0,X1,Y1 (an object to find) or a --prompt "concept".'
-        )
-    exemplar_from = parse_exemplar_from(getattr(args, "exemplar_from", None) or [])
-    if exemplar_from and (exemplars or negatives):
-        raise Sam3Error(
-            "--exemplar-from and --exemplar/--negative-exemplar cannot be mixed: --exemplar puts the "
-            "same coordinates on every image; use one of them."
-        )
-    if args.command == "segment" and not prompts and not exemplars and not exemplar_from:
-        raise Sam3Error(
-            'segment needs --prompt "concept", --exemplar X0,Y0,X1,Y1 and/or '
-            "--exemplar-from IMAGE:X0,Y0,X1,Y1."
-        )
-    if args.command == "count" and args.method == "sam3" and not prompts and not exemplars:
-        raise Sam3Error('count --method sam3 needs --prompt "concept" (or --exemplar).')
-    if args.threshold is None:  # count keeps less certain objects (the widget's count floor too)
-        args.threshold = COUNT_SCORE_THRESHOLD if args.command == "count" else SCORE_THRESHOLD
-    for name in ("threshold", "mask_threshold"):
-        v = getattr(args, name)
-        if not 0.0 <= v <= 1.0:
-            raise Sam3Error(f"--{name.replace('_', '-')} must be between 0 and 1, got {v}.")
-    from napari_sam3.core.validation import check_diameter, check_tile
-
-    tile = args.tile  # None: not given (segment: no tiling; count --method sam3: auto)
-    if tile is not None:
-        tile = check_tile(tile, "--tile") or "none"
-    if exemplar_from and tile not in (None, "none"):
-        raise Sam3Error("--exemplar-from does not work with --tile yet; leave --tile out.")
     check_diameter(args.diameter, "--diameter")
-    if args.command == "count" and args.method == "learned":  # a bad $NAPARI_SAM3_NUCLEUS_NET
-        from napari_sam3.core.learned.model_file import check_file  # fails once, here
-
-        check_file()
-    return BatchSettings(
-        command=args.command,
-        method=args.method,
-        prompts=prompts,
-        exemplars=exemplars,
-        negative_exemplars=negatives,
-        exemplar_from=exemplar_from,
+    request = request_from_args(args, argv)
+    return BatchSettings.from_request(
+        request,
         model=args.model,
         device=args.device,
-        threshold=args.threshold,
-        mask_threshold=args.mask_threshold,
-        tile=tile,
-        diameter=args.diameter,
         formats=parse_formats(args.format),
         overwrite=args.overwrite,
-        refine=getattr(args, "refine", "low"),
-        polarity=getattr(args, "polarity", "auto"),
-        net=checked_net(args),
         adapter=_adapter_path(args),
     )
 
@@ -417,11 +447,11 @@ def _run(args, argv) -> int:
     if args.command == "track":
         from napari_sam3.batch.track import run_track as run
 
-        settings, what = track_settings_from_args(args), "stack(s)"
+        settings, what = track_settings_from_args(args, argv), "stack(s)"
     else:
         from napari_sam3.batch.process import run_batch as run
 
-        settings, what = settings_from_args(args), "plane(s)"
+        settings, what = settings_from_args(args, argv), "plane(s)"
     report = run(
         args.inputs,
         settings,
@@ -619,6 +649,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     debug = getattr(args, "debug", False) or bool(os.environ.get("NAPARI_SAM3_DEBUG"))
+    typed = {a.split("=")[0] for a in argv}
+    for old_flag, new_flag in RENAMED.items():
+        if old_flag in typed and args.command in ("segment", "count", "track"):
+            print(f"napari-sam3: note: {old_flag} is now {new_flag} (both work).", file=sys.stderr)
     try:
         if args.command == "gui":
             return _gui(args)

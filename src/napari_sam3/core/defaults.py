@@ -24,8 +24,6 @@ DEFAULT_COUNT_METHOD = "learned"
 NUCLEUS_NET_ENV = "NAPARI_SAM3_NUCLEUS_NET"  # weights of your own training run (safetensors)
 
 POLARITIES = ("auto", "bright", "dark")  # learned / classical: objects brighter or darker
-REFINE_LEVELS = ("low", "medium", "high")  # mask refinement (core.results.refine), lowest first
-DEFAULT_REFINE = "low"
 # How SAM3 counting sizes tiles for tile="auto" (core.counting.tiling.choose_tile_size): one object
 # spans this many model pixels, and a tile holds at most this many objects.
 COUNT_TARGET_PX = 40.0

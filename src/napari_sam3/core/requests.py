@@ -25,13 +25,20 @@ from napari_sam3.core.defaults import (
     DEFAULT_COUNT_METHOD,
     MASK_THRESHOLD,
     POLARITIES,
+    SCORE_THRESHOLD,
     WITHOUT_SAM3,
 )
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.prompts import concepts_typed
-from napari_sam3.core.validation import check_choice, check_diameter, check_fraction, check_tile
+from napari_sam3.core.validation import (
+    check_axis,
+    check_choice,
+    check_diameter,
+    check_fraction,
+    check_tile,
+)
 
-__all__ = ["CountRequest", "request_fields", "parse_box"]
+__all__ = ["CountRequest", "SegmentRequest", "TrackRequest", "parse_box", "request_fields"]
 
 Box = tuple[float, float, float, float]
 
@@ -114,22 +121,7 @@ class CountRequest:
         _set(self, "diameter", check_diameter(self.diameter))
         # the counters without SAM3 take no concepts (a widget's disabled concept box is ignored)
         _set(self, "concepts", tuple(concepts_typed(self.concepts)) if method == "sam3" else ())
-        boxes = self.exemplars if self.exemplars is not None else ()
-        if hasattr(boxes, "tolist"):  # a numpy array of boxes
-            boxes = boxes.tolist()
-        _set(self, "exemplars", tuple(parse_box(b) for b in boxes))
-        given = self.exemplar_labels if self.exemplar_labels is not None else ()
-        labels = tuple(int(v) for v in given)
-        if labels and len(labels) != len(self.exemplars):
-            raise Sam3Error(
-                f"{len(self.exemplars)} exemplar boxes but {len(labels)} labels; give one per box."
-            )
-        if any(v not in (0, 1) for v in labels):
-            raise Sam3Error("Exemplar labels are 1 (an object like this) or 0 (not like this).")
-        _set(self, "exemplar_labels", labels)
-        _set(self, "min_score", check_fraction(self.min_score, "min_score"))
-        _set(self, "mask_threshold", check_fraction(self.mask_threshold, "mask_threshold"))
-        _set(self, "tile", check_tile(self.tile))
+        _check_sam3_common(self)
         _set(self, "polarity", check_choice(self.polarity, POLARITIES, "polarity"))
         _set(self, "min_size", _check_size(self.min_size, "min_size"))
         _set(self, "max_size", _check_size(self.max_size, "max_size"))
@@ -149,12 +141,8 @@ class CountRequest:
                 raise Sam3Error(
                     'Counting with SAM3 needs concepts (e.g. "nucleus") or exemplar boxes.'
                 )
-        elif method == "sam3" and self.exemplars and not any(self.labels()):
-            if not self.concepts:
-                raise Sam3Error(
-                    "Negative exemplars only say what not to find: add a positive exemplar box "
-                    'or concepts (e.g. "nucleus").'
-                )
+        elif method == "sam3":
+            _check_not_only_negatives(self)
 
     def _exemplars_later(self) -> bool:
         """True where the boxes are read at run time (the Count tab's "use boxes")."""
@@ -195,6 +183,111 @@ class CountRequest:
             "max_objects_per_tile": self.max_objects_per_tile,
             "net": self.net,
         }
+
+
+def _check_sam3_common(r) -> None:
+    """The SAM3 options a count and a segmentation share: boxes, labels, thresholds, tiling."""
+    boxes = r.exemplars if r.exemplars is not None else ()
+    if hasattr(boxes, "tolist"):  # a numpy array of boxes
+        boxes = boxes.tolist()
+    _set(r, "exemplars", tuple(parse_box(b) for b in boxes))
+    given = r.exemplar_labels if r.exemplar_labels is not None else ()
+    labels = tuple(int(v) for v in given)
+    if labels and len(labels) != len(r.exemplars):
+        raise Sam3Error(
+            f"{len(r.exemplars)} exemplar boxes but {len(labels)} labels; give one per box."
+        )
+    if any(v not in (0, 1) for v in labels):
+        raise Sam3Error("Exemplar labels are 1 (an object like this) or 0 (not like this).")
+    _set(r, "exemplar_labels", labels)
+    _set(r, "min_score", check_fraction(r.min_score, "min_score"))
+    _set(r, "mask_threshold", check_fraction(r.mask_threshold, "mask_threshold"))
+    _set(r, "tile", check_tile(r.tile))
+
+
+def _check_not_only_negatives(r) -> None:
+    if r.exemplars and not any(r.labels()) and not r.concepts:
+        raise Sam3Error(
+            "Negative exemplars (--negative-exemplar) only say what not to find: add a positive "
+            "exemplar box "
+            '(--exemplar X0,Y0,X1,Y1) or concepts (--concepts "nucleus").'
+        )
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """One SAM3 segmentation: every instance of the concepts / like the exemplar boxes.
+
+    concepts : what to find, "nucleus, mitotic cell" or a list (the one concept parser).
+    exemplars, exemplar_labels : example boxes ``x0, y0, x1, y1`` in pixels, used on every image;
+        labels 1 (like this, the default) or 0 (not like this).
+    exemplar_from : boxes drawn on a reference image (`batch.exemplar_from.ExemplarSource` s),
+        encoded there once; not with ``exemplars`` nor ``tile``.
+    min_score, mask_threshold : score floor and mask binarisation.
+    tile : None (whole plane, the default), "auto" or a tile side in pixels (`core.counting`).
+    refine : mask refinement "low" (raw masks), "medium" or "high" (`core.results.refine`).
+    """
+
+    concepts: tuple[str, ...] = ()
+    exemplars: tuple[Box, ...] = ()
+    exemplar_labels: tuple[int, ...] = ()
+    exemplar_from: tuple = ()
+    min_score: float = SCORE_THRESHOLD
+    mask_threshold: float = MASK_THRESHOLD
+    tile: int | str | None = None
+    refine: str = "low"
+
+    def __post_init__(self) -> None:
+        from napari_sam3.core.results.refine import check_level
+
+        _set(self, "concepts", tuple(concepts_typed(self.concepts)))
+        _check_sam3_common(self)
+        _set(self, "exemplar_from", tuple(self.exemplar_from or ()))
+        _set(self, "refine", check_level(self.refine).lower())
+        if self.exemplar_from and self.exemplars:
+            raise Sam3Error(
+                "exemplar_from and exemplars cannot be mixed: exemplars put the same coordinates "
+                "on every image; use one of them."
+            )
+        if self.exemplar_from and self.tile is not None:
+            raise Sam3Error("exemplar_from does not work with tiles yet; leave the tile out.")
+        if not self.concepts and not self.exemplars and not self.exemplar_from:
+            raise Sam3Error(
+                'Segmenting needs concepts (--concepts "nucleus"), exemplar boxes '
+                "(--exemplar X0,Y0,X1,Y1) and/or --exemplar-from IMAGE:X0,Y0,X1,Y1."
+            )
+        _check_not_only_negatives(self)
+
+    def labels(self) -> tuple[int, ...]:
+        return self.exemplar_labels or (1,) * len(self.exemplars)
+
+
+@dataclass(frozen=True)
+class TrackRequest:
+    """One SAM3 tracking run through z/t stacks.
+
+    concepts : what to track (required). min_score : the score an object needs to start a track
+    (None keeps the checkpoint's thresholds). start : the frame to start from (forward to the end,
+    then back to frame 0). axis : the stack axis to track along: None (the only one), an index
+    into the stack's dimensions or an axis letter ("T", "Z").
+    """
+
+    concepts: tuple[str, ...] = ()
+    min_score: float | None = SCORE_THRESHOLD
+    start: int = 0
+    axis: int | str | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "concepts", tuple(concepts_typed(self.concepts)))
+        if not self.concepts:
+            raise Sam3Error('Tracking needs concepts (--concepts "nucleus, cell").')
+        if self.min_score is not None:
+            _set(self, "min_score", check_fraction(self.min_score, "min_score"))
+        if isinstance(self.start, bool) or not isinstance(self.start, numbers.Integral):
+            raise Sam3Error(f"start is a frame index (0 or more), got {self.start!r}.")
+        if self.start < 0:
+            raise Sam3Error(f"start must be a frame index (0 or more), got {self.start}.")
+        _set(self, "axis", check_axis(self.axis))
 
 
 def request_fields(cls) -> dict:

@@ -68,3 +68,21 @@ def check_tile(tile, name: str = "tile") -> int | str | None:
     if side < MIN_TILE:
         raise Sam3Error(f"{name} {side} is too small; use at least {MIN_TILE} pixels.")
     return side
+
+
+def check_axis(value, name: str = "axis") -> int | str | None:
+    """A stack axis to track along: None (the only one), an index (0 or more) into the stack's
+    dimensions, or one axis letter ("T", "Z")."""
+    if value is None or not str(value).strip():
+        return None
+    if isinstance(value, bool):
+        raise Sam3Error(f"{name} must be an axis index (0, 1...) or letter (T, Z), got {value!r}.")
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if index < 0:
+            raise Sam3Error(f"{name} must be 0 or more (or an axis letter such as T), got {index}.")
+        return index
+    if len(text) == 1 and text.isalpha():
+        return text.upper()
+    raise Sam3Error(f"{name} must be an axis index (0, 1...) or letter (T, Z), got {text!r}.")
