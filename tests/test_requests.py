@@ -164,3 +164,20 @@ def test_help_prints_the_request_defaults():
     assert args.mask_threshold == r.mask_threshold and args.diameter == r.diameter
     assert f"(default {r.mask_threshold})" in text
     assert f"count --method sam3: {CountRequest(method='sam3', concepts='x').min_score}" in text
+
+
+def test_concepts_is_the_name_and_prompt_still_works():
+    from napari_sam3.core.counting.count import request_of
+
+    assert request_of("sam3", prompt="cell, nucleus").concepts == ("cell", "nucleus")
+    assert request_of("sam3", concepts="cell", prompt=None).concepts == ("cell",)
+    # the CLI's old spellings: hidden from --help, still accepted, same request
+    from napari_sam3.cli import build_parser, settings_from_args
+
+    def settings(*argv):
+        return settings_from_args(build_parser().parse_args([*argv, "a.tif", "--out", "o"]))
+
+    old = settings("segment", "--prompt", "cell", "--threshold", "0.2")
+    new = settings("segment", "--concepts", "cell", "--min-score", "0.2")
+    assert old == new and new.prompts == ("cell",) and new.threshold == 0.2
+    assert "--prompt" not in build_parser().format_help()

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import traceback
 import warnings
 
+from napari_sam3.cli_learning import add_adapt_parser, add_train_parser, run_adapt, run_train
 from napari_sam3.core.defaults import COUNT_METHODS, DEVICES, POLARITIES
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.requests import CountRequest, SegmentRequest, TrackRequest, request_fields
@@ -27,21 +27,21 @@ RENAMED = {"--prompt": "--concepts", "--threshold": "--min-score"}
 
 EXAMPLES = """\
 examples:
-  napari-sam3 segment images/*.tif --prompt "nucleus, mitotic cell" --out results/
+  napari-sam3 segment images/*.tif --concepts "nucleus, mitotic cell" --out results/
   napari-sam3 segment plate/ --exemplar 120,40,160,82 --format tiff,coco,pairs --out results/
   napari-sam3 segment plate/ --exemplar 120,40,160,82 --negative-exemplar 10,10,60,60 --out r/
-  napari-sam3 segment plate/ --prompt cell --out results/ --workers 4
-  napari-sam3 segment plate/ --prompt cell --refine high --out results/
+  napari-sam3 segment plate/ --concepts cell --out results/ --workers 4
+  napari-sam3 segment plate/ --concepts cell --refine high --out results/
   napari-sam3 count plate/ --out counts/           # the shipped nucleus network, no download
   napari-sam3 count plate/ --method classical --diameter 18 --out counts/
   napari-sam3 train a.tif b.tif c.tif --labels counts/ --out my_net.safetensors
   napari-sam3 count plate/ --net my_net.safetensors --out counts2/
-  napari-sam3 track movies/*.tif --prompt "nucleus" --out tracks/
-  napari-sam3 track hyperstack.tif --prompt cell --axis T --out tracks/
-  napari-sam3 track movies/ --prompt cell --out tracks/ --workers 2
-  NAPARI_SAM3_MODEL=/data/models/sam3 napari-sam3 segment a.tif --prompt cell --out r/
-  napari-sam3 adapt plate/*.tif --labels reviewed/ --prompt nucleus --out nucleus.sam3-adapter.safetensors
-  napari-sam3 segment plate/ --prompt nucleus --adapter nucleus.sam3-adapter.safetensors --out r/
+  napari-sam3 track movies/*.tif --concepts "nucleus" --out tracks/
+  napari-sam3 track hyperstack.tif --concepts cell --axis T --out tracks/
+  napari-sam3 track movies/ --concepts cell --out tracks/ --workers 2
+  NAPARI_SAM3_MODEL=/data/models/sam3 napari-sam3 segment a.tif --concepts cell --out r/
+  napari-sam3 adapt plate/*.tif --labels reviewed/ --concepts nucleus --out nucleus.sam3-adapter.safetensors
+  napari-sam3 segment plate/ --concepts nucleus --adapter nucleus.sam3-adapter.safetensors --out r/
 
 A rerun with the same --out skips images whose outputs are complete (checked against the
 size and hash in <out>/.done/<stem>.json; <stem>_tracks.json for track) and redoes the rest.
@@ -218,11 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         "diameter estimated for the whole file (recorded in manifest.json)",
     )
     _add_track_parser(sub, run_options)
-    _add_train_parser(sub)
+    add_train_parser(sub)
     _add_adapter_option(seg)
     _add_adapter_option(cnt)
     _add_adapter_option(sub.choices["track"])
-    _add_adapt_parser(sub)
+    add_adapt_parser(sub)
     gui = sub.add_parser("gui", help="open napari with the SAM3 widget")
     gui.add_argument("--sample", action="store_true", help="also open the offline nuclei sample")
     gui.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -237,34 +237,6 @@ def _add_net_option(cnt) -> None:
         help="learned: count with your own nucleus network (a .safetensors file from "
         "`napari-sam3 train` or the Count tab's Train on these labels) instead of the shipped one",
     )
-
-
-def _add_train_parser(sub) -> None:
-    from napari_sam3.core.defaults import FINETUNE_STEPS
-
-    trn = sub.add_parser(
-        "train",
-        help="fine-tune the nucleus network on your own labels",
-        description="Fine-tune the nucleus network on labelled images (CPU, minutes). Labels are "
-        "read as <stem>_labels.tif from --labels (what count and Export write; a stack's planes "
-        "as <stem>_z003_labels.tif). Part of the labels is held out and F1 before -> after is "
-        "printed; the new network is saved with its provenance.",
-    )
-    trn.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="the labelled images")
-    trn.add_argument("--labels", required=True, metavar="DIR", help="folder of <stem>_labels.tif")
-    trn.add_argument("--out", required=True, metavar="FILE", help="<name>.safetensors to write")
-    trn.add_argument(
-        "--steps",
-        type=int,
-        default=FINETUNE_STEPS,
-        help=f"training steps (default {FINETUNE_STEPS}: 0.5-4 min on 2 CPU cores)",
-    )
-    trn.add_argument(
-        "--base", default=None, metavar="FILE", help="network to start from (default: shipped)"
-    )
-    trn.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    trn.add_argument("--no-progress", action="store_true", help="no progress lines")
-    trn.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def checked_net(args) -> str | None:
@@ -526,70 +498,6 @@ def _adapter_path(args) -> str | None:
     return path
 
 
-def _add_adapt_parser(sub) -> None:
-    from napari_sam3.core.defaults import ADAPT_HOLDOUT, ADAPT_RANK, ADAPT_STEPS
-
-    ad = sub.add_parser(
-        "adapt",
-        help="adapt SAM3 to your labelled images (writes an adapter file)",
-        description="Train a SAM3 adapter on labelled images: the detector heads learn your "
-        "objects from <stem>_labels.tif in --labels (rejected objects in <stem>_objects.csv are "
-        "negatives); part of the labels is held out and scored before -> after. The adapter is "
-        "written only when it is better there (--keep-worse writes it anyway).",
-    )
-    ad.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
-    ad.add_argument("--labels", required=True, metavar="DIR", help="folder of <stem>_labels.tif")
-    ad.add_argument("--prompt", required=True, metavar="TEXT", help="the concept, e.g. nucleus")
-    ad.add_argument("--out", required=True, metavar="FILE", help="adapter file to write")
-    ad.add_argument("--steps", type=int, default=ADAPT_STEPS, help=f"default {ADAPT_STEPS}")
-    ad.add_argument("--rank", type=int, default=ADAPT_RANK, help=f"default {ADAPT_RANK}")
-    ad.add_argument(
-        "--holdout",
-        type=float,
-        default=ADAPT_HOLDOUT,
-        help=f"fraction of images (one image: of its objects) held out (default {ADAPT_HOLDOUT})",
-    )
-    ad.add_argument("--model", default=None, metavar="ID_OR_DIR", help="as for segment")
-    ad.add_argument("--device", default="auto", choices=list(DEVICES))
-    ad.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    ad.add_argument(
-        "--keep-worse", action="store_true", help="write the adapter even when it is not better"
-    )
-    ad.add_argument("--no-progress", action="store_true", help="no progress lines")
-    ad.add_argument("--debug", action="store_true", help="show tracebacks")
-
-
-def _adapt(args) -> int:
-    """``napari-sam3 adapt``: exit 0 adapter written, 1 not better (nothing written), 2 errors."""
-    from napari_sam3.batch.adapt_inputs import collect_examples
-    from napari_sam3.core.progress import run_to_end
-    from napari_sam3.core.sam3.adapt import AdaptSettings, iter_adapt
-    from napari_sam3.core.sam3.engine import Sam3Engine
-    from napari_sam3.io.adapter_file import write_adapter
-    from napari_sam3.io.atomic import check_writable
-
-    check_writable(args.out, args.overwrite)  # before minutes of training
-    examples = collect_examples(args.inputs, args.labels)
-    engine = Sam3Engine.load(args.model, device=args.device)
-    settings = AdaptSettings(args.prompt, steps=args.steps, rank=args.rank, holdout=args.holdout)
-    last = [0.0]
-
-    def show(p) -> None:
-        now = time.monotonic()
-        if not args.no_progress and (now - last[0] > 2 or p.step == p.total):
-            last[0] = now
-            print(f"napari-sam3: {p.message}", file=sys.stderr)
-
-    result = run_to_end(iter_adapt(engine, examples, settings), show)
-    print(f"napari-sam3: {result.message}", file=sys.stderr)
-    if not result.selected and not args.keep_worse:
-        print("napari-sam3: no adapter written (--keep-worse writes it anyway).", file=sys.stderr)
-        return 1
-    write_adapter(result.adapter, args.out, overwrite=args.overwrite)
-    print(f"napari-sam3: adapter written to {args.out}", file=sys.stderr)
-    return 0
-
-
 def _gui(args) -> int:
     print("Opening napari with the SAM3 widget...", file=sys.stderr)
     print(
@@ -651,17 +559,15 @@ def main(argv: list[str] | None = None) -> int:
     debug = getattr(args, "debug", False) or bool(os.environ.get("NAPARI_SAM3_DEBUG"))
     typed = {a.split("=")[0] for a in argv}
     for old_flag, new_flag in RENAMED.items():
-        if old_flag in typed and args.command in ("segment", "count", "track"):
+        if old_flag in typed and args.command in ("segment", "count", "track", "adapt"):
             print(f"napari-sam3: note: {old_flag} is now {new_flag} (both work).", file=sys.stderr)
     try:
         if args.command == "gui":
             return _gui(args)
         if args.command == "train":
-            from napari_sam3.batch.train import run_train
-
             return run_train(args)
         if args.command == "adapt":
-            return _adapt(args)
+            return run_adapt(args)
         with warnings.catch_warnings():
             _quiet_third_party(debug)
             return _run(args, argv)

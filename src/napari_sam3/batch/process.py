@@ -39,15 +39,6 @@ class PlaneCommand(Command):
     manifest = RUN_MANIFEST
     what = "plane(s)"
 
-    def __init__(self, settings: BatchSettings):
-        self.settings = settings
-        self.overwrite = settings.overwrite
-        self._fingerprint = settings.fingerprint()
-
-    @property
-    def fingerprint(self) -> str:
-        return self._fingerprint
-
     def run_files(self) -> list[str]:
         names = [RUN_MANIFEST, "counts.csv"]
         if "coco" in self.settings.formats:

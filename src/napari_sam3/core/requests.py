@@ -166,7 +166,7 @@ class CountRequest:
         sam3 = self.sam3
         return {
             "diameter": self.diameter,
-            "prompt": list(self.concepts) or None if sam3 else None,
+            "concepts": list(self.concepts) or None if sam3 else None,
             "exemplars": [list(b) for b in self.exemplars] or None if sam3 else None,
             "exemplar_labels": list(self.labels()) or None if sam3 else None,
             "polarity": self.polarity,

@@ -4,7 +4,7 @@ download, seconds) and SAM3 (text / exemplars, tiled).
     result = count_objects(image)                                   # learned, diameter estimated
     result = count_objects(image, "classical")                      # threshold + watershed
     result = count_objects(image, diameter=18, scale=(0.325, 0.325))
-    result = count_objects(image, "sam3", prompt="nucleus", engine=engine)
+    result = count_objects(image, "sam3", concepts="nucleus", engine=engine)
     result = count_objects(image, "sam3", exemplars=[[x0, y0, x1, y1]], engine=engine)
     result.count, result.counts, result.labels, result.table, result.warnings
 
@@ -103,7 +103,7 @@ def iter_count(
     method: str = DEFAULT_COUNT_METHOD,
     *,
     diameter: float | None = None,
-    prompt: str | Sequence[str] | None = None,
+    concepts: str | Sequence[str] | None = None,
     exemplars: np.ndarray | Sequence[Sequence[float]] | None = None,
     exemplar_labels: Sequence[int] | None = None,
     engine=None,
@@ -124,6 +124,7 @@ def iter_count(
     max_objects_per_tile: int = COUNT_MAX_OBJECTS_PER_TILE,
     diameter_source: str = "given",
     net=None,
+    prompt: str | Sequence[str] | None = None,
 ) -> ProgressGen[CountResult]:
     """Count objects; yields `Progress`, returns a `CountResult`.
 
@@ -131,10 +132,11 @@ def iter_count(
     ----------
     image : 2-D plane, (H, W, 3|4) RGB(A) or multichannel (pick ``channel``).
     method : "learned" (default: the shipped nucleus network, `core.learned`), "classical"
-        (threshold + watershed, no network) or "sam3" (needs ``engine`` and ``prompt``/``exemplars``).
+        (threshold + watershed, no network) or "sam3" (needs ``engine`` and ``concepts``/``exemplars``).
     diameter : expected object diameter in pixels; estimated when None. Sets the smoothing, the
         splitting distance and the size filter (classical) and the tile size (sam3).
-    prompt : sam3 concept(s): "nucleus" or "nucleus, mitotic cell" or a list.
+    concepts : sam3: what to find, "nucleus" or "nucleus, mitotic cell" or a list (``prompt``,
+        its old name, still works).
     exemplars : sam3 example boxes, pixel ``x0, y0, x1, y1`` (x = column); ``exemplar_labels`` 1
         positive (default) / 0 negative. With tiles, each tile sees the exemplars pasted beside it.
     scale : physical pixel size (sy, sx): adds ``*_physical`` columns.
@@ -150,6 +152,8 @@ def iter_count(
     net : learned: a nucleus-network file of your own (``napari-sam3 train``, the Count tab's
         "Train on these labels"); None: the shipped network.
     """
+    if concepts is None:
+        concepts = prompt  # the old name of the argument
     if method not in METHODS:
         raise Sam3Error(
             f"Unknown counting method {method!r}; use 'learned', 'classical' or 'sam3'."
@@ -160,17 +164,21 @@ def iter_count(
             raise Sam3Error(f"The pixel size must be positive, got {scale}.")
     diameter = check_diameter(diameter)
     intensity = to_intensity(image, channel, rgb)  # validates: empty, NaN, shape, channels
+    # what both counters without SAM3 take
+    shared = {
+        "polarity": polarity,
+        "min_size": min_size,
+        "max_size": max_size,
+        "exclude_border": exclude_border,
+    }
     if method == "classical":
         res = yield from iter_segment_classical(
             intensity,
             diameter,
-            polarity=polarity,
             threshold=intensity_threshold,
             background=background,
             split=split,
-            min_size=min_size,
-            max_size=max_size,
-            exclude_border=exclude_border,
+            **shared,
         )
         labels = res.labels
         warnings = list(res.warnings)
@@ -184,15 +192,7 @@ def iter_count(
             "work_labels": res.work_labels,
         }
     elif method == "learned":
-        res = yield from iter_segment_learned(
-            intensity,
-            diameter,
-            polarity=polarity,
-            min_size=min_size,
-            max_size=max_size,
-            exclude_border=exclude_border,
-            net=net,
-        )
+        res = yield from iter_segment_learned(intensity, diameter, net=net, **shared)
         labels, warnings, used_d = res.labels, list(res.warnings), res.diameter
         scores, prompts = None, "learned"
         meta = {
@@ -207,7 +207,7 @@ def iter_count(
             image,
             intensity,
             diameter=diameter,
-            prompt=prompt,
+            prompt=concepts,
             exemplars=exemplars,
             exemplar_labels=exemplar_labels,
             engine=engine,
@@ -323,11 +323,13 @@ def iter_count_stack(
 
 
 def request_of(method: str = DEFAULT_COUNT_METHOD, **kwargs):
-    """A `CountRequest` of `iter_count`'s keyword arguments (``prompt`` is ``concepts``)."""
+    """A `CountRequest` of `iter_count`'s keyword arguments (``prompt``: the old name of
+    ``concepts``)."""
     from napari_sam3.core.requests import CountRequest
 
-    if "prompt" in kwargs:
-        kwargs["concepts"] = kwargs.pop("prompt")
+    old = kwargs.pop("prompt", None)
+    if kwargs.get("concepts") is None:
+        kwargs["concepts"] = old
     for k in ("concepts", "exemplars", "exemplar_labels"):
         if k in kwargs and kwargs[k] is None:
             kwargs[k] = ()
