@@ -164,6 +164,21 @@ def test_help_prints_the_request_defaults():
     assert args.mask_threshold == r.mask_threshold and args.diameter == r.diameter
     assert f"(default {r.mask_threshold})" in text
     assert f"count --method sam3: {CountRequest(method='sam3', concepts='x').min_score}" in text
+    # every flag left out is the request's default: the CLI's settings ARE the request's
+    from napari_sam3.cli import settings_from_args, track_settings_from_args
+    from napari_sam3.core.requests import SegmentRequest, TrackRequest
+
+    def parsed(*argv):
+        return build_parser().parse_args([*argv, "a.tif", "--out", "o"])
+
+    io = {"model": None, "device": "auto", "overwrite": False, "adapter": None}
+    seg = settings_from_args(parsed("segment", "--concepts", "c"))
+    assert seg == BatchSettings.from_request(SegmentRequest(concepts="c"), **io)
+    assert seg.segment_request() == SegmentRequest(concepts="c")
+    cnt = settings_from_args(parsed("count", "--method", "sam3", "--concepts", "c"))
+    assert cnt.count_request() == CountRequest(method="sam3", concepts="c")
+    trk = track_settings_from_args(parsed("track", "--concepts", "c"))
+    assert trk.track_request() == TrackRequest(concepts="c")
 
 
 def test_concepts_is_the_name_and_prompt_still_works():

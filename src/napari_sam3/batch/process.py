@@ -58,8 +58,13 @@ class PlaneCommand(Command):
         if self.settings.command == "count":
             from napari_sam3.core.counting.run import CountRun
 
-            request = self.settings.count_request()
-            run = CountRun(request, _PlaneData(planes), rgb=planes[0].rgb if planes else None)
+            first = planes[0] if planes else None
+            run = CountRun(
+                self.settings.count_request(),
+                _PlaneData(planes),
+                rgb=getattr(first, "rgb", None),
+                scale=getattr(first, "scale", None),  # physical columns of huge planes' tables
+            )
         for i, plane in enumerate(planes):
             paths = output_paths(out, plane.stem, self.settings.formats)
             data = (plane, run, i)
