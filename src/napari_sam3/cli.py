@@ -380,18 +380,22 @@ def request_from_args(args, argv=None):
     )
 
 
+def _run_io(args) -> dict:
+    """How a run reads and writes (not what it finds): the settings beside the request."""
+    return {
+        "model": args.model,
+        "device": args.device,
+        "overwrite": args.overwrite,
+        "adapter": _adapter_path(args),
+    }
+
+
 def track_settings_from_args(args, argv=None):
     """`batch.track.TrackSettings` of a ``track`` command line; `Sam3Error` for bad options."""
     from napari_sam3.batch.track_settings import TrackSettings
 
     request = request_from_args(args, argv)
-    return TrackSettings.from_request(
-        request,
-        model=args.model,
-        device=args.device,
-        overwrite=args.overwrite,
-        adapter=_adapter_path(args),
-    )
+    return TrackSettings.from_request(request, **_run_io(args))
 
 
 def settings_from_args(args, argv=None):
@@ -402,14 +406,7 @@ def settings_from_args(args, argv=None):
 
     check_diameter(args.diameter, "--diameter")
     request = request_from_args(args, argv)
-    return BatchSettings.from_request(
-        request,
-        model=args.model,
-        device=args.device,
-        formats=parse_formats(args.format),
-        overwrite=args.overwrite,
-        adapter=_adapter_path(args),
-    )
+    return BatchSettings.from_request(request, formats=parse_formats(args.format), **_run_io(args))
 
 
 def _run(args, argv) -> int:

@@ -21,20 +21,31 @@ def _file_run_flags(parser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _learning_parser(sub, name: str, help: str, description: str, *, inputs: str, out: str):
+    """A learning command's parser: images, ``--labels`` (<stem>_labels.tif) and ``--out``."""
+    parser = sub.add_parser(name, help=help, description=description)
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help=inputs)
+    parser.add_argument(
+        "--labels", required=True, metavar="DIR", help="folder of <stem>_labels.tif"
+    )
+    parser.add_argument("--out", required=True, metavar="FILE", help=out)
+    return parser
+
+
 def add_train_parser(sub) -> None:
     from napari_sam3.core.defaults import FINETUNE_STEPS
 
-    trn = sub.add_parser(
+    trn = _learning_parser(
+        sub,
         "train",
-        help="fine-tune the nucleus network on your own labels",
-        description="Fine-tune the nucleus network on labelled images (CPU, minutes). Labels are "
+        "fine-tune the nucleus network on your own labels",
+        "Fine-tune the nucleus network on labelled images (CPU, minutes). Labels are "
         "read as <stem>_labels.tif from --labels (what count and Export write; a stack's planes "
         "as <stem>_z003_labels.tif). Part of the labels is held out and F1 before -> after is "
         "printed; the new network is saved with its provenance.",
+        inputs="the labelled images",
+        out="<name>.safetensors to write",
     )
-    trn.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="the labelled images")
-    trn.add_argument("--labels", required=True, metavar="DIR", help="folder of <stem>_labels.tif")
-    trn.add_argument("--out", required=True, metavar="FILE", help="<name>.safetensors to write")
     trn.add_argument(
         "--steps",
         type=int,
@@ -50,19 +61,19 @@ def add_train_parser(sub) -> None:
 def add_adapt_parser(sub) -> None:
     from napari_sam3.core.defaults import ADAPT_HOLDOUT, ADAPT_RANK, ADAPT_STEPS
 
-    ad = sub.add_parser(
+    ad = _learning_parser(
+        sub,
         "adapt",
-        help="adapt SAM3 to your labelled images (writes an adapter file)",
-        description="Train a SAM3 adapter on labelled images: the detector heads learn your "
+        "adapt SAM3 to your labelled images (writes an adapter file)",
+        "Train a SAM3 adapter on labelled images: the detector heads learn your "
         "objects from <stem>_labels.tif in --labels (rejected objects in <stem>_objects.csv are "
         "negatives); part of the labels is held out and scored before -> after. The adapter is "
         "written only when it is better there (--keep-worse writes it anyway).",
+        inputs="image files or folders",
+        out="adapter file to write",
     )
-    ad.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
-    ad.add_argument("--labels", required=True, metavar="DIR", help="folder of <stem>_labels.tif")
     ad.add_argument("--concepts", metavar="TEXT", help="the concept, e.g. nucleus (required)")
     ad.add_argument("--prompt", dest="concepts", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    ad.add_argument("--out", required=True, metavar="FILE", help="adapter file to write")
     ad.add_argument("--steps", type=int, default=ADAPT_STEPS, help=f"default {ADAPT_STEPS}")
     ad.add_argument("--rank", type=int, default=ADAPT_RANK, help=f"default {ADAPT_RANK}")
     ad.add_argument(

@@ -133,24 +133,17 @@ class CountRun:
 
 
 def iter_run(
-    request: CountRequest,
-    planes,
-    *,
-    engine=None,
-    scale: tuple[float, float] | None = None,
-    channel: int | None = None,
-    rgb: bool | None = None,
-    names=None,
-    stack_labels: bool = True,
+    request: CountRequest, planes, *, names=None, stack_labels: bool = True, **facts
 ) -> ProgressGen[CountResult]:
     """Count every plane of ``planes`` with ``request``; yields `Progress` (per plane, and the
     counter's own); returns one `CountResult`: (N, H, W) labels, a table with a ``plane`` column,
     ``plane_counts``, the total ``count`` and ``plane_results`` (each plane's own result).
 
+    ``facts``: the planes' ``scale``, ``channel``, ``rgb`` and the sam3 ``engine`` (`CountRun`).
     ``names`` (optional, one per plane) label the progress ("slice 3/10 [0,2]");
     ``stack_labels=False`` leaves ``labels`` None (the caller lays out ``plane_results`` itself).
     """
-    run = CountRun(request, planes, engine=engine, scale=scale, channel=channel, rgb=rgb)
+    run = CountRun(request, planes, **facts)
     n = len(planes)
     if n == 0:
         raise Sam3Error("There are no planes to count.")
