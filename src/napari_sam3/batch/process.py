@@ -39,6 +39,12 @@ class PlaneCommand(Command):
     manifest = RUN_MANIFEST
     what = "plane(s)"
 
+    def __init__(self, settings: BatchSettings):
+        super().__init__(settings)
+        # what the run finds, checked once (core.requests); the settings add the io
+        count = settings.command == "count"
+        self.request = settings.count_request() if count else settings.segment_request()
+
     def run_files(self) -> list[str]:
         names = [RUN_MANIFEST, "counts.csv"]
         if "coco" in self.settings.formats:
@@ -60,7 +66,7 @@ class PlaneCommand(Command):
 
             first = planes[0] if planes else None
             run = CountRun(
-                self.settings.count_request(),
+                self.request,
                 _PlaneData(planes),
                 rgb=getattr(first, "rgb", None),
                 scale=getattr(first, "scale", None),  # physical columns of huge planes' tables
@@ -82,7 +88,7 @@ class PlaneCommand(Command):
         if settings.command == "count":
             labels, table, cands = _count(plane, settings, run, index, on_progress, info)
         else:
-            labels, table, cands = _segment(plane, settings, on_progress)
+            labels, table, cands = _segment(plane, settings, self.request, on_progress)
         # our own partial files (started record) are replaced; others were refused before
         export_plane(
             out,
@@ -171,46 +177,42 @@ def tile_option(tile) -> int | str | None:
     return check_tile(tile, "--tile")
 
 
-def _segment(plane, settings: BatchSettings, on_progress=None):
-    """SAM3 on one plane; returns ``(labels, table, candidates)`` like `_count`.
+def _segment(plane, settings: BatchSettings, request=None, on_progress=None):
+    """SAM3 on one plane with ``request`` (a `core.requests.SegmentRequest`, checked once);
+    returns ``(labels, table, candidates)`` like `_count`.
 
     Untiled: the engine directly (one encode for all concepts; candidates keep overlapping masks).
-    ``--tile``: `core.counting` tiles, stitches and de-duplicates across tiles.
+    ``tile``: `core.counting` tiles, stitches and de-duplicates across tiles.
     """
-    engine = get_engine(settings)
-    tile = tile_option(settings.tile)
-    if tile is not None:
-        labels, table, _ = _count_sam3(plane, settings, engine, tile, on_progress)
-        if check_level(settings.refine) == "Low":
+    request = settings.segment_request() if request is None else request
+    engine = get_engine(settings)  # the io: model, device, adapter
+    if request.tile is not None:
+        labels, table, _ = _count_sam3(plane, settings, engine, request.tile, on_progress)
+        if check_level(request.refine) == "Low":
             return labels, table, None
-        labels = refine_label_image(labels, settings.refine)
+        labels = refine_label_image(labels, request.refine)
         return labels, table_with_labels(labels, table, plane.scale), None
     kw = {
         "rgb": plane.rgb,
-        "min_score": settings.threshold,
-        "mask_threshold": settings.mask_threshold,
+        "min_score": request.min_score,
+        "mask_threshold": request.mask_threshold,
     }
-    if settings.exemplar_from:  # boxes drawn on a reference image, encoded there once
-        from napari_sam3.batch.exemplar_from import exemplar_prompt_from
-
-        text = list(settings.prompts) or None
-        with engine.skipping_tracker_neck():
-            prompt = exemplar_prompt_from(engine, settings.exemplar_from, text=text)
-            cands = engine.segment_with(plane.data, prompt, **kw)
-        return None, None, filter_candidates(cands, settings.threshold, refinement=settings.refine)
-    if not settings.prompts and not settings.exemplars:  # negative boxes alone find nothing
-        raise Sam3Error("Give --prompt or --exemplar (--negative-exemplar alone is not enough).")
+    text = list(request.concepts) or None  # all concepts in one call: one image encode
     # Batch runs never click: skip the tracker neck per image (this thread only, so a viewer
     # sharing the process's engine keeps its cheap first click).
     with engine.skipping_tracker_neck():
-        if settings.exemplars or settings.negative_exemplars:
-            ex_boxes, box_labels = settings.exemplar_boxes()
-            boxes = np.asarray(ex_boxes, dtype=np.float32)
-            text = list(settings.prompts) or None  # all concepts in one call: one image encode
-            cands = engine.segment_exemplars(plane.data, boxes, box_labels, text=text, **kw)
+        if request.exemplar_from:  # boxes drawn on a reference image, encoded there once
+            from napari_sam3.batch.exemplar_from import exemplar_prompt_from
+
+            prompt = exemplar_prompt_from(engine, request.exemplar_from, text=text)
+            cands = engine.segment_with(plane.data, prompt, **kw)
+        elif request.exemplars:
+            boxes = np.asarray(request.exemplars, dtype=np.float32)
+            labels = list(request.labels())
+            cands = engine.segment_exemplars(plane.data, boxes, labels, text=text, **kw)
         else:
-            cands = engine.segment_text(plane.data, list(settings.prompts), **kw)
-    return None, None, filter_candidates(cands, settings.threshold, refinement=settings.refine)
+            cands = engine.segment_text(plane.data, list(request.concepts), **kw)
+    return None, None, filter_candidates(cands, request.min_score, refinement=request.refine)
 
 
 class _PlaneData:
