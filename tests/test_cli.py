@@ -281,8 +281,8 @@ def test_overwrite_rules(images, tmp_path, tiny_checkpoint, capsys):
 def test_usage_and_model_errors_exit_2_without_traceback(images, tmp_path, capsys):
     a = str(images / "a.tif")
     out = str(tmp_path / "o")
-    assert main(["segment", a, "--out", out]) == 2  # no prompt
-    assert "--prompt" in capsys.readouterr().err
+    assert main(["segment", a, "--out", out]) == 2  # no concepts
+    assert "--concepts" in capsys.readouterr().err
     assert main(["segment", a, "--prompt", "x", "--exemplar", "1,2,3", "--out", out]) == 2
     assert main(["segment", a, "--prompt", "x", "--threshold", "3", "--out", out]) == 2
     assert main(["segment", a, "--prompt", "x", "--format", "gif", "--out", out]) == 2
@@ -451,7 +451,7 @@ def test_negative_exemplars(images, tmp_path, tiny_checkpoint, capsys):
     capsys.readouterr()
     assert run("--negative-exemplar", "50,50,80,90") == 2
     err = capsys.readouterr().err
-    assert "--negative-exemplar" in err and "--exemplar" in err and "--prompt" in err
+    assert "--negative-exemplar" in err and "--exemplar" in err and "--concepts" in err
     assert "Traceback" not in err
     for bad in ("1,2,3", "a,b,c,d", "40,10,10,40", "10,40,40,40"):
         assert run("--prompt", "cell", "--negative-exemplar", bad) == 2

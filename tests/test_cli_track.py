@@ -181,7 +181,7 @@ def test_usage_errors_exit_2_without_traceback(inputs, video_checkpoint, tmp_pat
     err_io = io.StringIO()
     with contextlib.redirect_stderr(err_io):
         assert main(["track", str(movie), "--out", str(out), "--no-progress"]) == 2
-    assert "--prompt" in err_io.getvalue()
+    assert "--concepts" in err_io.getvalue()
     assert not out.exists()  # refused before anything was written
 
 

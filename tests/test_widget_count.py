@@ -145,3 +145,23 @@ def test_all_slices_unchecked_counts_current_slice(qtbot, counter):
     layer = viewer.layers["stack count (learned) [1]"]  # the default counter
     assert layer.data.shape == (1, 96, 96)
     assert tab.last.result.count == count_objects(stack[1]).count
+
+
+def test_the_count_controls_start_at_the_request_defaults(make_napari_viewer):
+    """The Count tab shows the defaults `napari-sam3 count --help` prints: both are
+    `core.requests.CountRequest`'s (the CLI's flags left out give the same request)."""
+    from dataclasses import fields
+
+    from napari_sam3.cli import build_parser, settings_from_args
+    from napari_sam3.core.requests import CountRequest
+
+    widget = Sam3Widget(make_napari_viewer())
+    try:
+        shown = widget.count_tab.request()
+    finally:
+        widget.cleanup()
+    args = build_parser().parse_args(["count", "a.tif", "--out", "o"])
+    cli = settings_from_args(args).count_request()
+    core = [f.name for f in fields(CountRequest)]
+    assert {k: getattr(shown, k) for k in core} == {k: getattr(cli, k) for k in core}
+    assert {k: getattr(cli, k) for k in core} == {k: getattr(CountRequest(), k) for k in core}

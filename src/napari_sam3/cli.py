@@ -10,38 +10,38 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import traceback
 import warnings
 
-from napari_sam3.core.defaults import (
-    COUNT_METHODS,
-    COUNT_SCORE_THRESHOLD,
-    DEFAULT_COUNT_METHOD,
-    DEVICES,
-    MASK_THRESHOLD,
-    MIN_TILE,
-    SCORE_THRESHOLD,
-)
+from napari_sam3.cli_learning import add_adapt_parser, add_train_parser, run_adapt, run_train
+from napari_sam3.core.defaults import COUNT_METHODS, DEVICES, POLARITIES
 from napari_sam3.core.errors import Sam3Error
+from napari_sam3.core.requests import CountRequest, SegmentRequest, TrackRequest, request_fields
+
+# The flags' defaults ARE the requests' (one home: core.requests, from core.defaults).
+COUNT = request_fields(CountRequest)
+SEGMENT = request_fields(SegmentRequest)
+TRACK = request_fields(TrackRequest)
+# Old flag spellings, still accepted (hidden from --help): flag names are field names now.
+RENAMED = {"--prompt": "--concepts", "--threshold": "--min-score"}
 
 EXAMPLES = """\
 examples:
-  napari-sam3 segment images/*.tif --prompt "nucleus, mitotic cell" --out results/
+  napari-sam3 segment images/*.tif --concepts "nucleus, mitotic cell" --out results/
   napari-sam3 segment plate/ --exemplar 120,40,160,82 --format tiff,coco,pairs --out results/
   napari-sam3 segment plate/ --exemplar 120,40,160,82 --negative-exemplar 10,10,60,60 --out r/
-  napari-sam3 segment plate/ --prompt cell --out results/ --workers 4
-  napari-sam3 segment plate/ --prompt cell --refine high --out results/
+  napari-sam3 segment plate/ --concepts cell --out results/ --workers 4
+  napari-sam3 segment plate/ --concepts cell --refine high --out results/
   napari-sam3 count plate/ --out counts/           # the shipped nucleus network, no download
   napari-sam3 count plate/ --method classical --diameter 18 --out counts/
   napari-sam3 train a.tif b.tif c.tif --labels counts/ --out my_net.safetensors
   napari-sam3 count plate/ --net my_net.safetensors --out counts2/
-  napari-sam3 track movies/*.tif --prompt "nucleus" --out tracks/
-  napari-sam3 track hyperstack.tif --prompt cell --axis T --out tracks/
-  napari-sam3 track movies/ --prompt cell --out tracks/ --workers 2
-  NAPARI_SAM3_MODEL=/data/models/sam3 napari-sam3 segment a.tif --prompt cell --out r/
-  napari-sam3 adapt plate/*.tif --labels reviewed/ --prompt nucleus --out nucleus.sam3-adapter.safetensors
-  napari-sam3 segment plate/ --prompt nucleus --adapter nucleus.sam3-adapter.safetensors --out r/
+  napari-sam3 track movies/*.tif --concepts "nucleus" --out tracks/
+  napari-sam3 track hyperstack.tif --concepts cell --axis T --out tracks/
+  napari-sam3 track movies/ --concepts cell --out tracks/ --workers 2
+  NAPARI_SAM3_MODEL=/data/models/sam3 napari-sam3 segment a.tif --concepts cell --out r/
+  napari-sam3 adapt plate/*.tif --labels reviewed/ --concepts nucleus --out nucleus.sam3-adapter.safetensors
+  napari-sam3 segment plate/ --concepts nucleus --adapter nucleus.sam3-adapter.safetensors --out r/
 
 A rerun with the same --out skips images whose outputs are complete (checked against the
 size and hash in <out>/.done/<stem>.json; <stem>_tracks.json for track) and redoes the rest.
@@ -53,11 +53,12 @@ def _run_options() -> argparse.ArgumentParser:
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--out", required=True, metavar="DIR", help="output folder")
     shared.add_argument(
-        "--prompt",
+        "--concepts",
         action="append",
         metavar="TEXT",
-        help='concept(s), comma separated: "nucleus, cell" (repeatable)',
+        help='what to find, comma separated: "nucleus, cell" (repeatable)',
     )
+    _old_spelling(shared, "--prompt", "concepts", action="append")
     shared.add_argument(
         "--model",
         default=None,
@@ -97,6 +98,7 @@ def _run_options() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     from napari_sam3 import __version__
+    from napari_sam3.core.results.refine import REFINEMENT_LEVELS
 
     parser = argparse.ArgumentParser(
         prog="napari-sam3",
@@ -132,17 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable; needs at least one --exemplar or a --prompt)",
     )
     common.add_argument(
-        "--threshold",
+        "--min-score",
         type=float,
-        default=None,  # resolved per command in settings_from_args (no set_defaults: it leaks)
-        help=f"minimum score (default {SCORE_THRESHOLD}; count --method sam3: "
-        f"{COUNT_SCORE_THRESHOLD})",
+        default=None,  # not given: the request's default (segment and count differ)
+        help=f"minimum score (default {SEGMENT['min_score']}; count --method sam3: "
+        f"{COUNT['min_score']})",
     )
+    _old_spelling(common, "--threshold", "min_score", type=float)
     common.add_argument(
         "--mask-threshold",
         type=float,
-        default=MASK_THRESHOLD,
-        help=f"mask binarisation threshold (default {MASK_THRESHOLD})",
+        default=SEGMENT["mask_threshold"],
+        help=f"mask binarisation threshold (default {SEGMENT['mask_threshold']})",
     )
     common.add_argument(
         "--tile",
@@ -184,11 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument(
         "--refine",
-        default="low",
+        default=SEGMENT["refine"],
         type=str.lower,
-        choices=["low", "medium", "high"],
+        choices=[level.lower() for level in REFINEMENT_LEVELS],
         help="mask refinement, as in the widget: low = raw model masks, medium = small holes "
-        "filled and specks removed, high = smoothed edges and all holes filled (default low)",
+        "filled and specks removed, high = smoothed edges and all holes filled "
+        f"(default {SEGMENT['refine']})",
     )
     cnt = sub.add_parser(
         "count",
@@ -199,26 +203,26 @@ def build_parser() -> argparse.ArgumentParser:
     cnt.add_argument(
         "--method",
         choices=list(COUNT_METHODS),
-        default=DEFAULT_COUNT_METHOD,
+        default=COUNT["method"],
         help="learned (default): the nucleus network shipped with the plugin; classical: "
         "threshold + watershed; both need no download. sam3: SAM3 with --prompt / --exemplar",
     )
     _add_net_option(cnt)
     cnt.add_argument(
         "--polarity",
-        choices=["auto", "bright", "dark"],
-        default="auto",
+        choices=list(POLARITIES),
+        default=COUNT["polarity"],
         help="learned / classical: objects brighter or darker than the background; 'auto' (default) "
         "decides per plane and refuses planes that do not look like fluorescence, 'bright' or "
         "'dark' forces the count. A multi-plane file without --diameter is counted at ONE "
         "diameter estimated for the whole file (recorded in manifest.json)",
     )
     _add_track_parser(sub, run_options)
-    _add_train_parser(sub)
+    add_train_parser(sub)
     _add_adapter_option(seg)
     _add_adapter_option(cnt)
     _add_adapter_option(sub.choices["track"])
-    _add_adapt_parser(sub)
+    add_adapt_parser(sub)
     gui = sub.add_parser("gui", help="open napari with the SAM3 widget")
     gui.add_argument("--sample", action="store_true", help="also open the offline nuclei sample")
     gui.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -233,34 +237,6 @@ def _add_net_option(cnt) -> None:
         help="learned: count with your own nucleus network (a .safetensors file from "
         "`napari-sam3 train` or the Count tab's Train on these labels) instead of the shipped one",
     )
-
-
-def _add_train_parser(sub) -> None:
-    from napari_sam3.core.defaults import FINETUNE_STEPS
-
-    trn = sub.add_parser(
-        "train",
-        help="fine-tune the nucleus network on your own labels",
-        description="Fine-tune the nucleus network on labelled images (CPU, minutes). Labels are "
-        "read as <stem>_labels.tif from --labels (what count and Export write; a stack's planes "
-        "as <stem>_z003_labels.tif). Part of the labels is held out and F1 before -> after is "
-        "printed; the new network is saved with its provenance.",
-    )
-    trn.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="the labelled images")
-    trn.add_argument("--labels", required=True, metavar="DIR", help="folder of <stem>_labels.tif")
-    trn.add_argument("--out", required=True, metavar="FILE", help="<name>.safetensors to write")
-    trn.add_argument(
-        "--steps",
-        type=int,
-        default=FINETUNE_STEPS,
-        help=f"training steps (default {FINETUNE_STEPS}: 0.5-4 min on 2 CPU cores)",
-    )
-    trn.add_argument(
-        "--base", default=None, metavar="FILE", help="network to start from (default: shipped)"
-    )
-    trn.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    trn.add_argument("--no-progress", action="store_true", help="no progress lines")
-    trn.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def checked_net(args) -> str | None:
@@ -293,15 +269,16 @@ def _add_track_parser(sub, run_options) -> None:
         help="TIFF stacks (T, H, W) or (T, H, W, 3), folders or glob patterns",
     )
     trk.add_argument(
-        "--threshold",
+        "--min-score",
         type=float,
-        default=SCORE_THRESHOLD,
-        help=f"score an object needs to start a track (default {SCORE_THRESHOLD})",
+        default=TRACK["min_score"],
+        help=f"score an object needs to start a track (default {TRACK['min_score']})",
     )
+    _old_spelling(trk, "--threshold", "min_score", type=float)
     trk.add_argument(
         "--start",
         type=int,
-        default=0,
+        default=TRACK["start"],
         metavar="FRAME",
         help="frame to start from: tracks run forward to the end, then back to frame 0 (default 0)",
     )
@@ -315,107 +292,121 @@ def _add_track_parser(sub, run_options) -> None:
     )
 
 
-def track_settings_from_args(args):
-    """`batch.track.TrackSettings` of a ``track`` command line; `Sam3Error` for bad options."""
-    from napari_sam3.batch.settings import parse_prompts
-    from napari_sam3.batch.track_settings import TrackSettings, parse_axis
-
-    prompts = parse_prompts(args.prompt)
-    if not prompts:
-        raise Sam3Error('track needs --prompt "concept" (e.g. --prompt "nucleus, cell").')
-    if not 0.0 <= args.threshold <= 1.0:
-        raise Sam3Error(f"--threshold must be between 0 and 1, got {args.threshold}.")
-    if args.start < 0:
-        raise Sam3Error(f"--start must be a frame index (0 or more), got {args.start}.")
-    return TrackSettings(
-        prompts=prompts,
-        model=args.model,
-        device=args.device,
-        threshold=args.threshold,
-        start=args.start,
-        axis=parse_axis(args.axis),
-        overwrite=args.overwrite,
-        adapter=_adapter_path(args),
+def _old_spelling(parser, flag: str, dest: str, **kwargs) -> None:
+    """``flag``, the old name of the option ``dest``: still accepted, not shown by --help."""
+    parser.add_argument(
+        flag, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs
     )
 
 
-def settings_from_args(args) -> BatchSettings:  # noqa: F821 - imported lazily below
-    from napari_sam3.batch.exemplar_from import parse_exemplar_from
-    from napari_sam3.batch.settings import BatchSettings, parse_box, parse_prompts
-    from napari_sam3.io.export import parse_formats
+def _flag_names(argv) -> dict[str, str]:
+    """``{request field: the flag the user typed for it}`` (an old spelling where they used one)."""
+    names = {
+        f: "--" + f.replace("_", "-")
+        for f in ("concepts", "min_score", "mask_threshold", "tile", "polarity", "start", "axis")
+    }
+    names.update({"exemplar_from": "--exemplar-from", "net": "--net"})
+    typed = {a.split("=")[0] for a in argv or ()}
+    for old, new in RENAMED.items():
+        if old in typed and new not in typed:
+            names[new[2:].replace("-", "_")] = old
+    return names
 
-    prompts = parse_prompts(args.prompt)
-    try:
-        exemplars = tuple(parse_box(b) for b in args.exemplar)
-    except ValueError as exc:
-        raise Sam3Error(f"--exemplar: {exc}") from exc
-    try:
-        negatives = tuple(parse_box(b) for b in args.negative_exemplar)
-    except ValueError as exc:
-        raise Sam3Error(f"--negative-exemplar: {exc}") from exc
-    if negatives and not prompts and not exemplars and args.method == "sam3":
-        raise Sam3Error(
-            "--negative-exemplar only says what not to find: add at least one "
-            '--exemplar X0,Y0,X1,Y1 (an object to find) or a --prompt "concept".'
-        )
-    exemplar_from = parse_exemplar_from(getattr(args, "exemplar_from", None) or [])
-    if exemplar_from and (exemplars or negatives):
-        raise Sam3Error(
-            "--exemplar-from and --exemplar/--negative-exemplar cannot be mixed: --exemplar puts the "
-            "same coordinates on every image; use one of them."
-        )
-    if args.command == "segment" and not prompts and not exemplars and not exemplar_from:
-        raise Sam3Error(
-            'segment needs --prompt "concept", --exemplar X0,Y0,X1,Y1 and/or '
-            "--exemplar-from IMAGE:X0,Y0,X1,Y1."
-        )
-    if args.command == "count" and args.method == "sam3" and not prompts and not exemplars:
-        raise Sam3Error('count --method sam3 needs --prompt "concept" (or --exemplar).')
-    if args.threshold is None:  # count keeps less certain objects (the widget's count floor too)
-        args.threshold = COUNT_SCORE_THRESHOLD if args.command == "count" else SCORE_THRESHOLD
-    for name in ("threshold", "mask_threshold"):
-        v = getattr(args, name)
-        if not 0.0 <= v <= 1.0:
-            raise Sam3Error(f"--{name.replace('_', '-')} must be between 0 and 1, got {v}.")
-    tile = args.tile
-    if tile is not None and tile.lower() in ("none", "off", "0"):
-        tile = "none"
-    elif tile is not None and tile != "auto":
-        try:
-            tile = int(tile)
-        except ValueError:
-            raise Sam3Error(f"--tile must be 'auto' or a number of pixels, got {tile!r}.") from None
-        if tile < MIN_TILE:
-            raise Sam3Error(f"--tile {tile} is too small; use at least {MIN_TILE} pixels.")
-    if exemplar_from and tile not in (None, "none"):
-        raise Sam3Error("--exemplar-from does not work with --tile yet; leave --tile out.")
-    from napari_sam3.core.validation import check_diameter
 
-    check_diameter(args.diameter, "--diameter")
-    if args.command == "count" and args.method == "learned":  # a bad $NAPARI_SAM3_NUCLEUS_NET
-        from napari_sam3.core.learned.model_file import check_file  # fails once, here
+def _request(cls, argv, **fields):
+    """``cls(**fields)`` (the request checks itself); its message names the flags, not fields."""
+    import re
+
+    try:
+        return cls(**fields)
+    except Sam3Error as exc:
+        text = str(exc)
+        for field, flag in _flag_names(argv).items():
+            new = f"--{field.replace('_', '-')}"
+            if new in text:  # the message names the flag already (maybe its old spelling)
+                text = text.replace(new, flag)
+            else:
+                text = re.sub(rf"(?<![\w-]){field}\b", flag, text, count=1)
+        raise Sam3Error(text) from None
+
+
+def _boxes(texts, flag: str) -> list:
+    from napari_sam3.core.requests import parse_box
+
+    return [parse_box(t, flag) for t in texts or ()]
+
+
+def request_from_args(args, argv=None):
+    """The `core.requests` request of a ``segment`` / ``count`` / ``track`` command line: each
+    flag is the field of its name; flags not given take the request's defaults."""
+    given = {
+        k: getattr(args, k) for k in ("concepts", "min_score") if getattr(args, k, None) is not None
+    }
+    if args.command == "track":
+        return _request(TrackRequest, argv, start=args.start, axis=args.axis, **given)
+    positives = _boxes(args.exemplar, "--exemplar")
+    negatives = _boxes(args.negative_exemplar, "--negative-exemplar")
+    given.update(
+        exemplars=positives + negatives,
+        exemplar_labels=[1] * len(positives) + [0] * len(negatives),
+        mask_threshold=args.mask_threshold,
+    )
+    if args.tile is not None:  # not given: the request's default (segment none, count auto)
+        given["tile"] = args.tile
+    if args.command == "segment":
+        from napari_sam3.batch.exemplar_from import parse_exemplar_from
+
+        exemplar_from = parse_exemplar_from(args.exemplar_from or [])
+        if exemplar_from and (positives or negatives):
+            raise Sam3Error(
+                "--exemplar-from and --exemplar/--negative-exemplar cannot be mixed: --exemplar "
+                "puts the same coordinates on every image; use one of them."
+            )
+        return _request(
+            SegmentRequest, argv, exemplar_from=exemplar_from, refine=args.refine, **given
+        )
+    if args.method == "learned":  # a bad $NAPARI_SAM3_NUCLEUS_NET fails once, here
+        from napari_sam3.core.learned.model_file import check_file
 
         check_file()
-    return BatchSettings(
-        command=args.command,
+    return _request(
+        CountRequest,
+        argv,
         method=args.method,
-        prompts=prompts,
-        exemplars=exemplars,
-        negative_exemplars=negatives,
-        exemplar_from=exemplar_from,
-        model=args.model,
-        device=args.device,
-        threshold=args.threshold,
-        mask_threshold=args.mask_threshold,
-        tile=tile,
         diameter=args.diameter,
-        formats=parse_formats(args.format),
-        overwrite=args.overwrite,
-        refine=getattr(args, "refine", "low"),
-        polarity=getattr(args, "polarity", "auto"),
+        polarity=args.polarity,
         net=checked_net(args),
-        adapter=_adapter_path(args),
+        **given,
     )
+
+
+def _run_io(args) -> dict:
+    """How a run reads and writes (not what it finds): the settings beside the request."""
+    return {
+        "model": args.model,
+        "device": args.device,
+        "overwrite": args.overwrite,
+        "adapter": _adapter_path(args),
+    }
+
+
+def track_settings_from_args(args, argv=None):
+    """`batch.track.TrackSettings` of a ``track`` command line; `Sam3Error` for bad options."""
+    from napari_sam3.batch.track_settings import TrackSettings
+
+    request = request_from_args(args, argv)
+    return TrackSettings.from_request(request, **_run_io(args))
+
+
+def settings_from_args(args, argv=None):
+    """`batch.BatchSettings` of a ``segment`` / ``count`` command line: request + io."""
+    from napari_sam3.batch.settings import BatchSettings
+    from napari_sam3.core.validation import check_diameter
+    from napari_sam3.io.export import parse_formats
+
+    check_diameter(args.diameter, "--diameter")
+    request = request_from_args(args, argv)
+    return BatchSettings.from_request(request, formats=parse_formats(args.format), **_run_io(args))
 
 
 def _run(args, argv) -> int:
@@ -425,11 +416,11 @@ def _run(args, argv) -> int:
     if args.command == "track":
         from napari_sam3.batch.track import run_track as run
 
-        settings, what = track_settings_from_args(args), "stack(s)"
+        settings, what = track_settings_from_args(args, argv), "stack(s)"
     else:
         from napari_sam3.batch.process import run_batch as run
 
-        settings, what = settings_from_args(args), "plane(s)"
+        settings, what = settings_from_args(args, argv), "plane(s)"
     report = run(
         args.inputs,
         settings,
@@ -504,70 +495,6 @@ def _adapter_path(args) -> str | None:
     return path
 
 
-def _add_adapt_parser(sub) -> None:
-    from napari_sam3.core.defaults import ADAPT_HOLDOUT, ADAPT_RANK, ADAPT_STEPS
-
-    ad = sub.add_parser(
-        "adapt",
-        help="adapt SAM3 to your labelled images (writes an adapter file)",
-        description="Train a SAM3 adapter on labelled images: the detector heads learn your "
-        "objects from <stem>_labels.tif in --labels (rejected objects in <stem>_objects.csv are "
-        "negatives); part of the labels is held out and scored before -> after. The adapter is "
-        "written only when it is better there (--keep-worse writes it anyway).",
-    )
-    ad.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
-    ad.add_argument("--labels", required=True, metavar="DIR", help="folder of <stem>_labels.tif")
-    ad.add_argument("--prompt", required=True, metavar="TEXT", help="the concept, e.g. nucleus")
-    ad.add_argument("--out", required=True, metavar="FILE", help="adapter file to write")
-    ad.add_argument("--steps", type=int, default=ADAPT_STEPS, help=f"default {ADAPT_STEPS}")
-    ad.add_argument("--rank", type=int, default=ADAPT_RANK, help=f"default {ADAPT_RANK}")
-    ad.add_argument(
-        "--holdout",
-        type=float,
-        default=ADAPT_HOLDOUT,
-        help=f"fraction of images (one image: of its objects) held out (default {ADAPT_HOLDOUT})",
-    )
-    ad.add_argument("--model", default=None, metavar="ID_OR_DIR", help="as for segment")
-    ad.add_argument("--device", default="auto", choices=list(DEVICES))
-    ad.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    ad.add_argument(
-        "--keep-worse", action="store_true", help="write the adapter even when it is not better"
-    )
-    ad.add_argument("--no-progress", action="store_true", help="no progress lines")
-    ad.add_argument("--debug", action="store_true", help="show tracebacks")
-
-
-def _adapt(args) -> int:
-    """``napari-sam3 adapt``: exit 0 adapter written, 1 not better (nothing written), 2 errors."""
-    from napari_sam3.batch.adapt_inputs import collect_examples
-    from napari_sam3.core.progress import run_to_end
-    from napari_sam3.core.sam3.adapt import AdaptSettings, iter_adapt
-    from napari_sam3.core.sam3.engine import Sam3Engine
-    from napari_sam3.io.adapter_file import write_adapter
-    from napari_sam3.io.atomic import check_writable
-
-    check_writable(args.out, args.overwrite)  # before minutes of training
-    examples = collect_examples(args.inputs, args.labels)
-    engine = Sam3Engine.load(args.model, device=args.device)
-    settings = AdaptSettings(args.prompt, steps=args.steps, rank=args.rank, holdout=args.holdout)
-    last = [0.0]
-
-    def show(p) -> None:
-        now = time.monotonic()
-        if not args.no_progress and (now - last[0] > 2 or p.step == p.total):
-            last[0] = now
-            print(f"napari-sam3: {p.message}", file=sys.stderr)
-
-    result = run_to_end(iter_adapt(engine, examples, settings), show)
-    print(f"napari-sam3: {result.message}", file=sys.stderr)
-    if not result.selected and not args.keep_worse:
-        print("napari-sam3: no adapter written (--keep-worse writes it anyway).", file=sys.stderr)
-        return 1
-    write_adapter(result.adapter, args.out, overwrite=args.overwrite)
-    print(f"napari-sam3: adapter written to {args.out}", file=sys.stderr)
-    return 0
-
-
 def _gui(args) -> int:
     print("Opening napari with the SAM3 widget...", file=sys.stderr)
     print(
@@ -627,15 +554,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     debug = getattr(args, "debug", False) or bool(os.environ.get("NAPARI_SAM3_DEBUG"))
+    typed = {a.split("=")[0] for a in argv}
+    for old_flag, new_flag in RENAMED.items():
+        if old_flag in typed and args.command in ("segment", "count", "track", "adapt"):
+            print(f"napari-sam3: note: {old_flag} is now {new_flag} (both work).", file=sys.stderr)
     try:
         if args.command == "gui":
             return _gui(args)
         if args.command == "train":
-            from napari_sam3.batch.train import run_train
-
             return run_train(args)
         if args.command == "adapt":
-            return _adapt(args)
+            return run_adapt(args)
         with warnings.catch_warnings():
             _quiet_third_party(debug)
             return _run(args, argv)

@@ -34,7 +34,8 @@ from napari_sam3._napari.count_results import (
 )
 from napari_sam3._napari.notify import notify_info, notify_warning
 from napari_sam3._napari.plane_run import PlaneRun
-from napari_sam3.core.defaults import COUNT_METHODS, DEFAULT_COUNT_METHOD, WITHOUT_SAM3
+from napari_sam3.core import requests as core_requests
+from napari_sam3.core.defaults import COUNT_METHODS
 from napari_sam3.core.progress import Progress
 from napari_sam3.io.tables import write_table_csv
 
@@ -42,15 +43,16 @@ METHODS = COUNT_METHODS
 
 
 @dataclass(frozen=True)
-class CountRequest:
-    """The Count controls: method, diameter (None: estimate), concepts, exemplar boxes, all slices."""
+class CountRequest(core_requests.CountRequest):
+    """The Count controls: the core `CountRequest` (validated at construction) plus where its
+    exemplar boxes come from (``use_boxes``: the image's boxes layer on the counted plane, read at
+    run time) and whether every slice of the stack is counted (``all_slices``)."""
 
-    method: str = DEFAULT_COUNT_METHOD
-    diameter: float | None = None
-    concepts: str = ""
     use_boxes: bool = False
     all_slices: bool = False
-    net: str | None = None  # learned: a network file of the user's (None: the shipped one)
+
+    def _exemplars_later(self) -> bool:
+        return self.use_boxes
 
 
 class CountSession:
@@ -82,43 +84,54 @@ class CountSession:
 
     # ------------------------------------------------------------------ run
     def run_count(self, run: PlaneRun, request: CountRequest):
-        """Count ``run``'s plane (or, with ``request.all_slices``, every slice); the submitted job."""
+        """Count ``run``'s plane (or, with ``request.all_slices``, every slice); the submitted job.
+
+        One path for both: ``request`` -> `core.counting.run.iter_run` over the slices (read
+        lazily) -> layers, so the stack rules (ONE diameter per stack, huge planes tiled) are the
+        ones of `count_stack` and ``napari-sam3 count``."""
         image, ref, method = run.image, run.ref, request.method
         sam3 = method == "sam3"
-        exemplars = exemplar_labels = None
+        exemplar_labels = None
         if sam3 and request.use_boxes:
             exemplars, exemplar_labels = self._exemplars(image, ref)
-        options = {
-            "diameter": request.diameter,
-            "prompt": request.concepts if sam3 else None,
-            "exemplars": exemplars,
-            "exemplar_labels": exemplar_labels,
+            if exemplars is not None:
+                request = replace(request, exemplars=exemplars, exemplar_labels=exemplar_labels)
+            elif not request.concepts:
+                request = replace(request, use_boxes=False)  # Sam3Error: concepts or boxes
+        stack = bool(request.all_slices and ref.index)
+        data, holder = image.data, self.holder
+        indices = slice_indices(ref, data) if stack else [ref.index]
+        source, device = run.model
+        facts = {
             "scale": tuple(float(s) for s in ref.geometry["scale"][-2:]),
             "channel": run.preprocessing.channel,
             "rgb": ref.rgb,
-            "net": request.net,
         }
-        if request.all_slices and ref.index:
-            return self._run_stack(run, method, options)
-        data, holder = image.data, self.holder
-        source, device = run.model
 
         def make():
-            from napari_sam3.core.counting.count import iter_count
+            from napari_sam3.core.counting.run import iter_run
 
             engine = (yield from holder.iter_engine(source, device)) if sam3 else None
             yield Progress("Reading the image plane...")
-            plane = L.read_plane(data, ref)
-            result = yield from iter_count(plane, method, engine=engine, **options)
-            yield Progress(f"Counted {result.count} objects; building layers...")
-            out = prepare_count(result, ref)
-            name = count_name(ref, method)
-            layers = B.count_layers(out, name, L.placed_geometry(ref), result.diameter)
-            out.labels_layer, out.points_layer = layers
+            names = [",".join(map(str, idx)) for idx in indices] if stack else None
+            planes = _Slices(data, ref, indices)
+            result = yield from iter_run(
+                request, planes, engine=engine, names=names, stack_labels=False, **facts
+            )
+            if stack:
+                yield Progress(f"Counted {len(indices)} slices; building layers...")
+                out = prepare_count_stack(result.plane_results, indices, ref)
+                geometry = L.full_geometry(ref)
+            else:
+                yield Progress(f"Counted {result.count} objects; building layers...")
+                out = prepare_count(result.plane_results[0], ref)
+                geometry = L.placed_geometry(ref)
+            name = count_name(ref, method, all_slices=stack)
+            out.labels_layer, out.points_layer = B.count_layers(out, name, geometry, out.diameter)
             return out
 
         def done(out: PreparedCount) -> None:
-            lines = [f"Total: {out.count} objects"]
+            lines = [stack_summary(out) if stack else f"Total: {out.count} objects"]
             if sam3 or len(out.counts) > 1:
                 lines += [f"  {k}: {v}" for k, v in out.counts.items()]
             if exemplar_labels is not None:
@@ -127,64 +140,17 @@ class CountSession:
                     f"Exemplar boxes: {n_pos} positive, {len(exemplar_labels) - n_pos} negative"
                 )
             if np.isfinite(out.diameter):
-                lines.append(f"Diameter used: {out.diameter:.1f} px")
+                lines.append(f"Diameter used{' (median)' if stack else ''}: {out.diameter:.1f} px")
             self._show(out, run, lines)
 
+        where = f"all {len(indices)} slices of" if stack else "on"
+        where += f" {ref.layer_name}{'' if stack else ref.slice_text()}"
         return self._submit(
             make,
-            f"SAM3 count ({method})",
+            f"SAM3 count ({method}{', all slices' if stack else ''})",
             "count",
             done,
-            status=f"Counting ({method}) on {ref.layer_name}{ref.slice_text()}...",
-        )
-
-    def _run_stack(self, run: PlaneRun, method: str, options: dict):
-        """Count every slice of the image in the worker (progress per slice, cancel between)."""
-        ref, data, holder = run.ref, run.image.data, self.holder
-        source, device = run.model
-        indices = slice_indices(ref, data)
-
-        def make():
-            from napari_sam3.core.counting.count import iter_count, stack_count_options
-
-            engine = None
-            if method == "sam3":
-                engine = yield from holder.iter_engine(source, device)
-            opts = options
-            if method in WITHOUT_SAM3 and options.get("diameter") is None:
-                # a z/t stack is one object of study: ONE diameter for all its slices
-                yield Progress("Estimating one object diameter for all slices...", 0, None)
-                slices = _Slices(data, ref, indices)
-                opts = stack_count_options(slices, method, **options)
-            results = []
-            n = len(indices)
-            for k, idx in enumerate(indices):
-                where = ",".join(map(str, idx))
-                yield Progress(f"Counting slice {k + 1}/{n} [{where}]...", k, n)
-                plane = L.read_plane(data, replace(ref, index=idx))
-                result = yield from iter_count(plane, method, engine=engine, **opts)
-                results.append(result)
-            yield Progress(f"Counted {n} slices; building layers...", n, n)
-            out = prepare_count_stack(results, indices, ref)
-            name = count_name(ref, method, all_slices=True)
-            layers = B.count_layers(out, name, L.full_geometry(ref), out.diameter)
-            out.labels_layer, out.points_layer = layers
-            return out
-
-        def done(out: PreparedCount) -> None:
-            lines = [stack_summary(out)]
-            if method == "sam3" or len(out.counts) > 1:
-                lines += [f"  {k}: {v}" for k, v in out.counts.items()]
-            if np.isfinite(out.diameter):
-                lines.append(f"Diameter used (median): {out.diameter:.1f} px")
-            self._show(out, run, lines)
-
-        return self._submit(
-            make,
-            f"SAM3 count ({method}, all slices)",
-            "count",
-            done,
-            status=f"Counting ({method}) all {len(indices)} slices of {ref.layer_name}...",
+            status=f"Counting ({method}) {where}...",
         )
 
     def _show(self, out: PreparedCount, run: PlaneRun, lines: list[str]) -> None:

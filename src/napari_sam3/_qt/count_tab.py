@@ -27,6 +27,7 @@ from napari_sam3._napari.train_session import TrainSession, default_network_dir
 from napari_sam3._qt.tab_base import PlaneTab, save_to
 from napari_sam3._qt.table_model import DataFrameModel
 from napari_sam3._qt.worker import EngineHolder, Job, JobRunner, next_turn, notify_error
+from napari_sam3.core.defaults import MAX_DIAMETER
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.images import Preprocessing
 
@@ -69,7 +70,7 @@ class CountTab(PlaneTab):
         self.method_combo.currentIndexChanged.connect(self._on_method_changed)
         form.addRow("Method", self.method_combo)
         self.diameter_spin = QDoubleSpinBox()
-        self.diameter_spin.setRange(0, 10_000)
+        self.diameter_spin.setRange(0, MAX_DIAMETER)  # what the request accepts
         self.diameter_spin.setDecimals(1)
         self.diameter_spin.setSuffix(" px")
         self.diameter_spin.setSpecialValueText("auto (estimated)")
@@ -151,8 +152,18 @@ class CountTab(PlaneTab):
         ref = self.ref_or_notify(image)
         if ref is None:
             return None
+        pre = Preprocessing(channel=self.images.channel())
+        try:  # the request checks itself (core.requests): a bad option is told, nothing runs
+            request = self.request(image)
+            return self.session.run_count(PlaneRun(image, ref, pre, self.model_settings()), request)
+        except Sam3Error as exc:
+            notify_error(exc)
+            return None
+
+    def request(self, image=None) -> CountRequest:
+        """The controls as a `CountRequest` (`Sam3Error` for a bad one)."""
         net = self.method_combo.currentData()
-        request = CountRequest(
+        return CountRequest(
             method="learned" if net else self.method_combo.currentText(),
             net=net,
             diameter=self.diameter_spin.value() or None,
@@ -160,8 +171,6 @@ class CountTab(PlaneTab):
             use_boxes=self.exemplar_check.isChecked(),
             all_slices=self.all_slices(image),
         )
-        pre = Preprocessing(channel=self.images.channel())
-        return self.session.run_count(PlaneRun(image, ref, pre, self.model_settings()), request)
 
     def _on_result(self, event) -> None:
         """The summary and the table of a finished count (its layers are the session's)."""

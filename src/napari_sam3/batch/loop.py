@@ -93,9 +93,15 @@ class Command:
     what = "item(s)"
     overwrite = False
 
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.overwrite = settings.overwrite
+        self._fingerprint = settings.fingerprint()  # once: it hashes the net / adapter files
+
     @property
     def fingerprint(self) -> str:
-        raise NotImplementedError
+        """What makes a resumed run the same run (the settings' result fields, hashed)."""
+        return self._fingerprint
 
     def run_files(self) -> list[str]:
         """Run-level files (relative to the output folder) that `assemble` writes."""

@@ -40,13 +40,10 @@ class PlaneCommand(Command):
     what = "plane(s)"
 
     def __init__(self, settings: BatchSettings):
-        self.settings = settings
-        self.overwrite = settings.overwrite
-        self._fingerprint = settings.fingerprint()
-
-    @property
-    def fingerprint(self) -> str:
-        return self._fingerprint
+        super().__init__(settings)
+        # what the run finds, checked once (core.requests); the settings add the io
+        count = settings.command == "count"
+        self.request = settings.count_request() if count else settings.segment_request()
 
     def run_files(self) -> list[str]:
         names = [RUN_MANIFEST, "counts.csv"]
@@ -61,10 +58,22 @@ class PlaneCommand(Command):
 
     def items(self, job: FileJob, out: Path) -> Iterator[Item]:
         planes = list(iter_planes(job.path, base=job.base))  # views of the one array read
-        scale = FileDiameter(planes, self.settings)
-        for plane in planes:
+        # count: the file's planes are one stack (core.counting.run: ONE diameter, estimated
+        # when the first plane that needs it is counted; huge planes tiled)
+        run = None
+        if self.settings.command == "count":
+            from napari_sam3.core.counting.run import CountRun
+
+            first = planes[0] if planes else None
+            run = CountRun(
+                self.request,
+                _PlaneData(planes),
+                rgb=getattr(first, "rgb", None),
+                scale=getattr(first, "scale", None),  # physical columns of huge planes' tables
+            )
+        for i, plane in enumerate(planes):
             paths = output_paths(out, plane.stem, self.settings.formats)
-            data = (plane, scale)
+            data = (plane, run, i)
             yield Item(
                 plane.stem, Path(plane.source), plane.slice_label, plane.stem, paths, data, job.base
             )
@@ -74,12 +83,12 @@ class PlaneCommand(Command):
             get_engine(self.settings)
 
     def produce(self, item: Item, out: Path, on_progress) -> tuple[dict, dict]:
-        settings, (plane, file_diameter) = self.settings, item.data
+        settings, (plane, run, index) = self.settings, item.data
         info: dict = {}
         if settings.command == "count":
-            labels, table, cands = _count(plane, settings, on_progress, file_diameter, info)
+            labels, table, cands = _count(plane, settings, run, index, on_progress, info)
         else:
-            labels, table, cands = _segment(plane, settings, on_progress)
+            labels, table, cands = _segment(plane, settings, self.request, on_progress)
         # our own partial files (started record) are replaced; others were refused before
         export_plane(
             out,
@@ -162,79 +171,48 @@ def get_engine(settings: BatchSettings):
 
 
 def tile_option(tile) -> int | str | None:
-    if tile in (None, "", "none", "off", 0):
-        return None
-    return tile if tile == "auto" else int(tile)
+    """``--tile`` as SAM3 counting takes it: None, "auto" or pixels (`core.validation`)."""
+    from napari_sam3.core.validation import check_tile
+
+    return check_tile(tile, "--tile")
 
 
-def _segment(plane, settings: BatchSettings, on_progress=None):
-    """SAM3 on one plane; returns ``(labels, table, candidates)`` like `_count`.
+def _segment(plane, settings: BatchSettings, request=None, on_progress=None):
+    """SAM3 on one plane with ``request`` (a `core.requests.SegmentRequest`, checked once);
+    returns ``(labels, table, candidates)`` like `_count`.
 
     Untiled: the engine directly (one encode for all concepts; candidates keep overlapping masks).
-    ``--tile``: `core.counting` tiles, stitches and de-duplicates across tiles.
+    ``tile``: `core.counting` tiles, stitches and de-duplicates across tiles.
     """
-    engine = get_engine(settings)
-    tile = tile_option(settings.tile)
-    if tile is not None:
-        labels, table, _ = _count_sam3(plane, settings, engine, tile, on_progress)
-        if check_level(settings.refine) == "Low":
+    request = settings.segment_request() if request is None else request
+    engine = get_engine(settings)  # the io: model, device, adapter
+    if request.tile is not None:
+        labels, table, _ = _count_sam3(plane, settings, engine, request.tile, on_progress)
+        if check_level(request.refine) == "Low":
             return labels, table, None
-        labels = refine_label_image(labels, settings.refine)
+        labels = refine_label_image(labels, request.refine)
         return labels, table_with_labels(labels, table, plane.scale), None
     kw = {
         "rgb": plane.rgb,
-        "min_score": settings.threshold,
-        "mask_threshold": settings.mask_threshold,
+        "min_score": request.min_score,
+        "mask_threshold": request.mask_threshold,
     }
-    if settings.exemplar_from:  # boxes drawn on a reference image, encoded there once
-        from napari_sam3.batch.exemplar_from import exemplar_prompt_from
-
-        text = list(settings.prompts) or None
-        with engine.skipping_tracker_neck():
-            prompt = exemplar_prompt_from(engine, settings.exemplar_from, text=text)
-            cands = engine.segment_with(plane.data, prompt, **kw)
-        return None, None, filter_candidates(cands, settings.threshold, refinement=settings.refine)
-    if not settings.prompts and not settings.exemplars:  # negative boxes alone find nothing
-        raise Sam3Error("Give --prompt or --exemplar (--negative-exemplar alone is not enough).")
+    text = list(request.concepts) or None  # all concepts in one call: one image encode
     # Batch runs never click: skip the tracker neck per image (this thread only, so a viewer
     # sharing the process's engine keeps its cheap first click).
     with engine.skipping_tracker_neck():
-        if settings.exemplars or settings.negative_exemplars:
-            ex_boxes, box_labels = settings.exemplar_boxes()
-            boxes = np.asarray(ex_boxes, dtype=np.float32)
-            text = list(settings.prompts) or None  # all concepts in one call: one image encode
-            cands = engine.segment_exemplars(plane.data, boxes, box_labels, text=text, **kw)
+        if request.exemplar_from:  # boxes drawn on a reference image, encoded there once
+            from napari_sam3.batch.exemplar_from import exemplar_prompt_from
+
+            prompt = exemplar_prompt_from(engine, request.exemplar_from, text=text)
+            cands = engine.segment_with(plane.data, prompt, **kw)
+        elif request.exemplars:
+            boxes = np.asarray(request.exemplars, dtype=np.float32)
+            labels = list(request.labels())
+            cands = engine.segment_exemplars(plane.data, boxes, labels, text=text, **kw)
         else:
-            cands = engine.segment_text(plane.data, list(settings.prompts), **kw)
-    return None, None, filter_candidates(cands, settings.threshold, refinement=settings.refine)
-
-
-class FileDiameter:
-    """ONE classical diameter for all planes of a multi-plane file (a z/t stack is one object of
-    study: its planes share optics and sample), estimated when first needed
-    (`core.counting.stack_count_options`), so a rerun that skips every plane estimates nothing.
-    None for a given --diameter, sam3, a single plane, or a stack with nothing to measure (each
-    plane then estimates its own)."""
-
-    def __init__(self, planes, settings: BatchSettings):
-        self._planes, self._settings = planes, settings
-        self._done, self.diameter = False, None
-
-    def get(self) -> float | None:
-        s = self._settings
-        if self._done or s.method not in WITHOUT_SAM3 or s.diameter is not None:
-            return self.diameter if self._done else None
-        self._done = True
-        if len(self._planes) > 1:
-            from napari_sam3.core.counting.count import stack_count_options
-
-            lazy = _PlaneData(self._planes)
-            opts = stack_count_options(
-                lazy, s.method, polarity=s.polarity, rgb=self._planes[0].rgb, net=s.net
-            )
-            self.diameter = opts.get("diameter")
-        self._planes = None  # the planes are the loop's from here on
-        return self.diameter
+            cands = engine.segment_text(plane.data, list(request.concepts), **kw)
+    return None, None, filter_candidates(cands, request.min_score, refinement=request.refine)
 
 
 class _PlaneData:
@@ -250,50 +228,23 @@ class _PlaneData:
         return self._planes[i].data
 
 
-def _count(plane, settings: BatchSettings, on_progress=None, file_diameter=None, info=None):
-    """Count one plane with `core.counting`; returns ``(labels, table, None)``.
-
-    ``info`` (a dict) receives the diameter used, where it came from and the count's warnings.
-    """
+def _count(plane, settings: BatchSettings, run, index: int, on_progress=None, info=None):
+    """Count plane ``index`` of its file's `CountRun` (request -> counter); returns
+    ``(labels, table, None)``. ``info`` (a dict) receives the diameter used, where it came from
+    ("given", "file": the file's one estimate, "plane": its own) and the count's warnings."""
     info = {} if info is None else info
-    if settings.method == "sam3":
-        tile = "auto" if settings.tile is None else tile_option(settings.tile)
-        return _count_sam3(plane, settings, get_engine(settings), tile, on_progress)
-    from napari_sam3.core.counting.count import iter_count
-    from napari_sam3.core.counting.large_plane import is_large_plane, iter_count_large_plane
-
-    diameter, source = settings.diameter, "given"
-    if diameter is None:
-        diameter = file_diameter.get() if file_diameter is not None else None
-        source = "file" if diameter is not None else "plane"
-    info["diameter_source"] = source
-    if is_large_plane(plane.data, plane.rgb):  # bounded by the tile, not the plane
-        gen = iter_count_large_plane(
-            plane.data,
-            diameter,
-            rgb=plane.rgb,
-            scale=plane.scale,
-            polarity=settings.polarity,
-            method=settings.method,
-            net=settings.net,
-        )
-        labels, table, used = _drive(gen, plane.stem, on_progress)
-        info["diameter"] = _rounded(used)
-        return labels, table, None
-    gen = iter_count(
-        plane.data,
-        settings.method,
-        diameter=diameter,
-        rgb=plane.rgb,
-        polarity=settings.polarity,
-        diameter_source="stack" if source == "file" else "given",
-        net=settings.net,
-    )
-    result = _drive(gen, plane.stem, on_progress)
-    info["diameter"] = _rounded(result.diameter)
-    info["warnings"] = list(result.warnings)
+    engine = get_engine(settings) if run.request.sam3 else None
+    result = _drive(run.iter_plane(index, engine=engine), plane.stem, on_progress)
     labels = np.asarray(result.labels)
-    table = count_table(labels, result.table, plane.scale, settings.method)
+    if run.request.sam3:
+        return labels, count_table(labels, result.table, plane.scale), None
+    source = result.meta.get("diameter_source")
+    info["diameter_source"] = "file" if source == "stack" else source
+    info["diameter"] = _rounded(result.diameter)
+    if result.meta.get("large_plane"):  # measured at paste time, tile by tile
+        return labels, result.table, None
+    info["warnings"] = list(result.warnings)
+    table = count_table(labels, result.table, plane.scale, run.request.method)
     return labels, table, None
 
 
@@ -302,26 +253,13 @@ def _rounded(d) -> float | None:
 
 
 def _count_sam3(plane, settings: BatchSettings, engine, tile, on_progress):
-    from napari_sam3.core.counting.count import iter_count
+    """``segment --tile``: SAM3 counting's tiles on one plane (`core.counting.run.CountRun`)."""
+    from napari_sam3.core.counting.run import CountRun
 
-    ex_boxes, ex_labels = settings.exemplar_boxes()
-    gen = iter_count(
-        plane.data,
-        "sam3",
-        diameter=settings.diameter,
-        prompt=list(settings.prompts) or None,
-        exemplars=ex_boxes or None,
-        exemplar_labels=ex_labels or None,
-        engine=engine,
-        rgb=plane.rgb,
-        min_score=settings.threshold,
-        mask_threshold=settings.mask_threshold,
-        tile=tile,
-    )
-    result = _drive(gen, plane.stem, on_progress)
+    run = CountRun(settings.count_request(tile=tile), [plane.data], engine=engine, rgb=plane.rgb)
+    result = _drive(run.iter_plane(0), plane.stem, on_progress)
     labels = np.asarray(result.labels)
-    table = count_table(labels, result.table, plane.scale)
-    return labels, table, None
+    return labels, count_table(labels, result.table, plane.scale), None
 
 
 def _drive(gen, stem: str, on_progress):

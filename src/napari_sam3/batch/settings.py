@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field
 
 from napari_sam3.core.defaults import MASK_THRESHOLD, MODEL_ID, SCORE_THRESHOLD
@@ -46,13 +45,93 @@ class BatchSettings:
         """Checked here too, so ``run_batch(BatchSettings(...))`` from Python fails before any
         image, as the CLI does (`core.validation`, the one concept parser)."""
         from napari_sam3.core.prompts import concepts_typed
-        from napari_sam3.core.validation import check_diameter, check_fraction
+        from napari_sam3.core.validation import check_choice, check_diameter, check_fraction
 
         object.__setattr__(self, "diameter", check_diameter(self.diameter))
-        check_fraction(self.threshold, "threshold")
+        check_choice(self.command, ("segment", "count"), "command")
+        check_fraction(self.threshold, "threshold")  # named as this class names them
         check_fraction(self.mask_threshold, "mask_threshold")
         if self.prompts:
             object.__setattr__(self, "prompts", tuple(concepts_typed(list(self.prompts))))
+        # the request checks the rest (boxes, tile, method, polarity, refine, net...)
+        self.count_request() if self.command == "count" else self.segment_request()
+
+    @classmethod
+    def from_request(cls, request, **io) -> BatchSettings:
+        """Settings of a `core.requests.CountRequest` / `SegmentRequest` plus the run's io
+        (``model``, ``device``, ``formats``, ``overwrite``, ``adapter``): batch = request + io.
+        The fields keep their names of before the requests, so a rerun keeps its fingerprint."""
+        from napari_sam3.core.requests import CountRequest
+
+        labels = request.labels()
+        common = {
+            "prompts": request.concepts,
+            "exemplars": tuple(b for b, v in zip(request.exemplars, labels, strict=True) if v),
+            "negative_exemplars": tuple(
+                b for b, v in zip(request.exemplars, labels, strict=True) if not v
+            ),
+            "threshold": request.min_score,
+            "mask_threshold": request.mask_threshold,
+        }
+        if isinstance(request, CountRequest):
+            return cls(
+                command="count",
+                method=request.method,
+                # count: no tile given is "auto" (its default), so a rerun keeps its fingerprint
+                tile={"auto": None, None: "none"}.get(request.tile, request.tile),
+                diameter=request.diameter,
+                polarity=request.polarity,
+                net=request.net,
+                **common,
+                **io,
+            )
+        return cls(
+            command="segment",
+            method="sam3",
+            exemplar_from=request.exemplar_from,
+            tile=request.tile,
+            refine=request.refine,
+            **common,
+            **io,
+        )
+
+    def segment_request(self):
+        """The `core.requests.SegmentRequest` of ``segment`` settings (checked there)."""
+        from napari_sam3.core.requests import SegmentRequest
+
+        boxes, labels = self.exemplar_boxes()
+        return SegmentRequest(
+            concepts=self.prompts,
+            exemplars=boxes,
+            exemplar_labels=labels,
+            exemplar_from=self.exemplar_from,
+            min_score=self.threshold,
+            mask_threshold=self.mask_threshold,
+            tile=self.tile,
+            refine=self.refine,
+        )
+
+    def count_request(self, tile="default"):
+        """The `core.requests.CountRequest` of these settings (checked there): what ``count``
+        runs per file, and ``segment --tile`` per plane. ``count`` tiles SAM3 by default
+        ("auto"); ``tile`` overrides the settings' tiling."""
+        from napari_sam3.core.requests import CountRequest
+
+        if tile == "default":
+            tile = "auto" if self.command == "count" and self.tile is None else self.tile
+        boxes, labels = self.exemplar_boxes()
+        return CountRequest(
+            method=self.method,
+            diameter=self.diameter,
+            concepts=self.prompts,
+            exemplars=boxes,
+            exemplar_labels=labels,
+            min_score=self.threshold,
+            mask_threshold=self.mask_threshold,
+            tile=tile,
+            polarity=self.polarity,
+            net=self.net,
+        )
 
     def result_fields(self) -> dict:
         """The options that change the result (not formats, device, overwrite)."""
@@ -117,15 +196,10 @@ def parse_prompts(text: str | list[str] | None) -> tuple[str, ...]:
 
 def parse_box(text: str) -> tuple[float, float, float, float]:
     """``"X0,Y0,X1,Y1"`` -> a tuple; ValueError with the expected form otherwise."""
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 4:
-        raise ValueError(f"exemplar box {text!r} needs 4 numbers X0,Y0,X1,Y1")
+    from napari_sam3.core.errors import Sam3Error
+    from napari_sam3.core.requests import parse_box as parse
+
     try:
-        x0, y0, x1, y1 = (float(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"exemplar box {text!r} needs 4 numbers X0,Y0,X1,Y1") from None
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-        raise ValueError(f"exemplar box {text!r} needs finite numbers X0,Y0,X1,Y1")
-    if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"exemplar box {text!r}: X1 must exceed X0 and Y1 exceed Y0")
-    return (x0, y0, x1, y1)
+        return parse(text)
+    except Sam3Error as exc:
+        raise ValueError(str(exc)) from None

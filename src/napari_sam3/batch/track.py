@@ -83,14 +83,8 @@ class TrackCommand(Command):
     what = "stack(s)"
 
     def __init__(self, settings: TrackSettings):
-        self.settings = settings
-        self.overwrite = settings.overwrite
-        self._fingerprint = settings.fingerprint()
+        super().__init__(settings)
         self.engine = _Engine(settings)
-
-    @property
-    def fingerprint(self) -> str:
-        return self._fingerprint
 
     def run_files(self) -> list[str]:
         return [TRACK_MANIFEST, SUMMARY_CSV]

@@ -7,7 +7,6 @@ import json
 from dataclasses import asdict, dataclass
 
 from napari_sam3.core.defaults import MODEL_ID, SCORE_THRESHOLD
-from napari_sam3.core.errors import Sam3Error
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,32 @@ class TrackSettings:
     axis: int | str | None = None
     overwrite: bool = False
     adapter: str | None = None  # a SAM3 adapter file (core.sam3.adapter), absolute path
+
+    def __post_init__(self) -> None:
+        """Checked here too (`core.requests.TrackRequest`), so ``run_track(TrackSettings(...))``
+        from Python fails before any stack, as the CLI does."""
+        request = self.track_request()
+        object.__setattr__(self, "prompts", request.concepts)
+        object.__setattr__(self, "axis", request.axis)
+
+    @classmethod
+    def from_request(cls, request, **io) -> TrackSettings:
+        """Settings of a `core.requests.TrackRequest` plus the run's io (``model``, ``device``,
+        ``overwrite``, ``adapter``); the fields keep their names, so reruns keep fingerprints."""
+        return cls(
+            prompts=request.concepts,
+            threshold=request.min_score,
+            start=request.start,
+            axis=request.axis,
+            **io,
+        )
+
+    def track_request(self):
+        from napari_sam3.core.requests import TrackRequest
+
+        return TrackRequest(
+            concepts=self.prompts, min_score=self.threshold, start=self.start, axis=self.axis
+        )
 
     def model_label(self) -> str:
         from napari_sam3.core.sam3.loading import resolve_source
@@ -56,14 +81,6 @@ class TrackSettings:
 
 def parse_axis(text: str | None) -> int | str | None:
     """``--axis``: None, a non-negative index or one axis letter; `Sam3Error` (exit 2) otherwise."""
-    if text is None or not str(text).strip():
-        return None
-    text = str(text).strip()
-    if text.lstrip("-").isdigit():
-        value = int(text)
-        if value < 0:
-            raise Sam3Error(f"--axis must be 0 or more (or an axis letter such as T), got {value}.")
-        return value
-    if len(text) == 1 and text.isalpha():
-        return text.upper()
-    raise Sam3Error(f"--axis must be an axis index (0, 1...) or letter (T, Z), got {text!r}.")
+    from napari_sam3.core.validation import check_axis
+
+    return check_axis(text, "--axis")

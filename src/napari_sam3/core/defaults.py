@@ -23,6 +23,12 @@ WITHOUT_SAM3 = ("learned", "classical")  # counters that take a diameter, not pr
 DEFAULT_COUNT_METHOD = "learned"
 NUCLEUS_NET_ENV = "NAPARI_SAM3_NUCLEUS_NET"  # weights of your own training run (safetensors)
 
+POLARITIES = ("auto", "bright", "dark")  # learned / classical: objects brighter or darker
+# How SAM3 counting sizes tiles for tile="auto" (core.counting.tiling.choose_tile_size): one object
+# spans this many model pixels, and a tile holds at most this many objects.
+COUNT_TARGET_PX = 40.0
+COUNT_MAX_OBJECTS_PER_TILE = 150
+
 # Smallest tile side SAM3 counting accepts: below it a tile holds too little context for SAM3
 # (its input is 1008 px, so a 64 px tile is already upsampled ~16x).
 MIN_TILE = 64

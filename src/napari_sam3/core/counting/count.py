@@ -4,7 +4,7 @@ download, seconds) and SAM3 (text / exemplars, tiled).
     result = count_objects(image)                                   # learned, diameter estimated
     result = count_objects(image, "classical")                      # threshold + watershed
     result = count_objects(image, diameter=18, scale=(0.325, 0.325))
-    result = count_objects(image, "sam3", prompt="nucleus", engine=engine)
+    result = count_objects(image, "sam3", concepts="nucleus", engine=engine)
     result = count_objects(image, "sam3", exemplars=[[x0, y0, x1, y1]], engine=engine)
     result.count, result.counts, result.labels, result.table, result.warnings
 
@@ -27,9 +27,12 @@ from napari_sam3.core.classical.intensity import to_intensity
 from napari_sam3.core.classical.pipeline import iter_segment_classical
 from napari_sam3.core.counting.sam3_tiled import filter_sam3_labels, iter_count_sam3
 from napari_sam3.core.defaults import (
+    COUNT_MAX_OBJECTS_PER_TILE,
     COUNT_METHODS,
     COUNT_SCORE_THRESHOLD,
+    COUNT_TARGET_PX,
     DEFAULT_COUNT_METHOD,
+    MASK_THRESHOLD,
     WITHOUT_SAM3,
 )
 from napari_sam3.core.errors import Sam3Error
@@ -65,6 +68,7 @@ class CountResult:
     diameter : diameter used, in pixels (given or estimated); NaN when unknown.
     warnings : messages for the user (diameter far from the measured one, no objects, ...).
     plane_counts : per-plane counts of a stack (empty for a single plane).
+    plane_results : each plane's own `CountResult` of a stack (`core.counting.run.iter_run`).
     meta : method details (polarity, threshold, tiles, tile size, ...).
     """
 
@@ -77,6 +81,7 @@ class CountResult:
     warnings: list[str] = field(default_factory=list)
     plane_counts: list[int] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    plane_results: list = field(default_factory=list, repr=False)
 
 
 # ------------------------------------------------------------------------------ public API
@@ -98,7 +103,7 @@ def iter_count(
     method: str = DEFAULT_COUNT_METHOD,
     *,
     diameter: float | None = None,
-    prompt: str | Sequence[str] | None = None,
+    concepts: str | Sequence[str] | None = None,
     exemplars: np.ndarray | Sequence[Sequence[float]] | None = None,
     exemplar_labels: Sequence[int] | None = None,
     engine=None,
@@ -113,12 +118,13 @@ def iter_count(
     max_size: float | None = None,
     exclude_border: bool = False,
     min_score: float = COUNT_SCORE_THRESHOLD,
-    mask_threshold: float = 0.5,
+    mask_threshold: float = MASK_THRESHOLD,
     tile: int | str | None = "auto",
-    target_px: float = 40.0,
-    max_objects_per_tile: int = 150,
+    target_px: float = COUNT_TARGET_PX,
+    max_objects_per_tile: int = COUNT_MAX_OBJECTS_PER_TILE,
     diameter_source: str = "given",
     net=None,
+    prompt: str | Sequence[str] | None = None,
 ) -> ProgressGen[CountResult]:
     """Count objects; yields `Progress`, returns a `CountResult`.
 
@@ -126,10 +132,11 @@ def iter_count(
     ----------
     image : 2-D plane, (H, W, 3|4) RGB(A) or multichannel (pick ``channel``).
     method : "learned" (default: the shipped nucleus network, `core.learned`), "classical"
-        (threshold + watershed, no network) or "sam3" (needs ``engine`` and ``prompt``/``exemplars``).
+        (threshold + watershed, no network) or "sam3" (needs ``engine`` and ``concepts``/``exemplars``).
     diameter : expected object diameter in pixels; estimated when None. Sets the smoothing, the
         splitting distance and the size filter (classical) and the tile size (sam3).
-    prompt : sam3 concept(s): "nucleus" or "nucleus, mitotic cell" or a list.
+    concepts : sam3: what to find, "nucleus" or "nucleus, mitotic cell" or a list (``prompt``,
+        its old name, still works).
     exemplars : sam3 example boxes, pixel ``x0, y0, x1, y1`` (x = column); ``exemplar_labels`` 1
         positive (default) / 0 negative. With tiles, each tile sees the exemplars pasted beside it.
     scale : physical pixel size (sy, sx): adds ``*_physical`` columns.
@@ -145,6 +152,8 @@ def iter_count(
     net : learned: a nucleus-network file of your own (``napari-sam3 train``, the Count tab's
         "Train on these labels"); None: the shipped network.
     """
+    if concepts is None:
+        concepts = prompt  # the old name of the argument
     if method not in METHODS:
         raise Sam3Error(
             f"Unknown counting method {method!r}; use 'learned', 'classical' or 'sam3'."
@@ -155,17 +164,21 @@ def iter_count(
             raise Sam3Error(f"The pixel size must be positive, got {scale}.")
     diameter = check_diameter(diameter)
     intensity = to_intensity(image, channel, rgb)  # validates: empty, NaN, shape, channels
+    # what both counters without SAM3 take
+    shared = {
+        "polarity": polarity,
+        "min_size": min_size,
+        "max_size": max_size,
+        "exclude_border": exclude_border,
+    }
     if method == "classical":
         res = yield from iter_segment_classical(
             intensity,
             diameter,
-            polarity=polarity,
             threshold=intensity_threshold,
             background=background,
             split=split,
-            min_size=min_size,
-            max_size=max_size,
-            exclude_border=exclude_border,
+            **shared,
         )
         labels = res.labels
         warnings = list(res.warnings)
@@ -179,15 +192,7 @@ def iter_count(
             "work_labels": res.work_labels,
         }
     elif method == "learned":
-        res = yield from iter_segment_learned(
-            intensity,
-            diameter,
-            polarity=polarity,
-            min_size=min_size,
-            max_size=max_size,
-            exclude_border=exclude_border,
-            net=net,
-        )
+        res = yield from iter_segment_learned(intensity, diameter, net=net, **shared)
         labels, warnings, used_d = res.labels, list(res.warnings), res.diameter
         scores, prompts = None, "learned"
         meta = {
@@ -202,7 +207,7 @@ def iter_count(
             image,
             intensity,
             diameter=diameter,
-            prompt=prompt,
+            prompt=concepts,
             exemplars=exemplars,
             exemplar_labels=exemplar_labels,
             engine=engine,
@@ -294,54 +299,40 @@ def iter_count_stack(
 ) -> ProgressGen[CountResult]:
     """Count each plane of a stack: (N, H, W), or (N, H, W, 3|4) with ``rgb``.
 
-    A z/t stack is one object of study: with the classical method and no ``diameter``, ONE
-    diameter is estimated for the whole stack (`estimate_stack_diameter`) and every plane is
-    counted at it, so a dim or empty plane cannot invent a scale of its own;
-    ``per_plane_diameter=True`` estimates each plane's instead. Yields `Progress` per plane (and
-    the planes' own progress); returns one `CountResult` with (N, H, W) labels, a table with a
-    ``plane`` column, ``plane_counts`` and the total ``count``.
+    The keyword arguments are those of `iter_count`; this is `core.counting.run.iter_run` (the
+    one stack loop of every front end) over a `core.requests.CountRequest` of them. A z/t stack is
+    one object of study: with the learned or classical method and no ``diameter``, ONE diameter
+    is estimated for the whole stack and every plane is counted at it, so a dim or empty plane
+    cannot invent a scale of its own; ``per_plane_diameter=True`` estimates each plane's instead.
+    Yields `Progress` per plane (and the planes' own progress); returns one `CountResult` with
+    (N, H, W) labels, a table with a ``plane`` column, ``plane_counts`` and the total ``count``.
     """
-    arr = np.asarray(stack)
+    from napari_sam3.core.counting.run import iter_run
+
+    arr = stack if hasattr(stack, "ndim") and hasattr(stack, "shape") else np.asarray(stack)
     is_rgb = rgb if rgb is not None else (arr.ndim == 4 and arr.shape[-1] in (3, 4))
     if arr.ndim == 2 or (arr.ndim == 3 and is_rgb):
         arr = arr[None]
     if arr.ndim not in (3, 4) or arr.shape[0] == 0:
         raise Sam3Error(f"A stack of planes is needed, got shape {arr.shape}.")
-    n = arr.shape[0]
+    facts = {k: kwargs.pop(k) for k in ("engine", "scale", "channel") if k in kwargs}
+    kwargs.pop("diameter_source", None)  # the stack decides where its diameter comes from
+    request = request_of(method, per_plane_diameter=per_plane_diameter, **kwargs)
     plane_rgb = is_rgb if arr.ndim == 4 else None
-    if method in WITHOUT_SAM3 and kwargs.get("diameter") is None and not per_plane_diameter:
-        yield Progress("Estimating one object diameter for the stack", 0, n)
-        kwargs = stack_count_options(arr, method, rgb=plane_rgb, **kwargs)
-        kwargs.pop("rgb")
-    source = kwargs.get("diameter_source", "per plane")
-    if kwargs.get("diameter") is not None and source == "per plane":
-        source = "given"
-    labels, tables, plane_counts, warnings = [], [], [], []
-    counts: dict[str, int] = {}
-    diameters, meta = [], {}
-    for i in range(n):
-        yield Progress(f"Counting plane {i + 1}/{n}", i, n)
-        res = yield from iter_count(arr[i], method, rgb=plane_rgb, **kwargs)
-        labels.append(res.labels)
-        t = res.table.copy()
-        t.insert(0, "plane", i)
-        tables.append(t)
-        plane_counts.append(res.count)
-        for k, v in res.counts.items():
-            counts[k] = counts.get(k, 0) + v
-        warnings.extend(f"plane {i}: {w}" for w in res.warnings)
-        diameters.append(res.diameter)
-        meta = res.meta
-    yield Progress(f"Counted {n} planes", n, n)
-    table = pd.concat(tables, ignore_index=True)
-    return CountResult(
-        labels=np.stack(labels),
-        table=table,
-        count=int(sum(plane_counts)),
-        counts=counts,
-        method=method,
-        diameter=float(np.nanmedian(diameters)) if np.isfinite(diameters).any() else float("nan"),
-        warnings=warnings,
-        plane_counts=plane_counts,
-        meta={**meta, "planes": n, "diameter_source": source},
-    )
+    return (yield from iter_run(request, arr, rgb=plane_rgb, **facts))
+
+
+def request_of(method: str = DEFAULT_COUNT_METHOD, **kwargs):
+    """A `CountRequest` of `iter_count`'s keyword arguments (``prompt``: the old name of
+    ``concepts``)."""
+    from napari_sam3.core.requests import CountRequest
+
+    old = kwargs.pop("prompt", None)
+    if kwargs.get("concepts") is None:
+        kwargs["concepts"] = old
+    for k in ("concepts", "exemplars", "exemplar_labels"):
+        if k in kwargs and kwargs[k] is None:
+            kwargs[k] = ()
+    if isinstance(kwargs.get("concepts"), str):
+        kwargs["concepts"] = (kwargs["concepts"],)
+    return CountRequest(method=method, **kwargs)
