@@ -83,7 +83,7 @@ def prepare_count(result, ref: L.PlaneRef) -> PreparedCount:
 
 def slice_indices(ref: L.PlaneRef, data) -> list[tuple[int, ...]]:
     """Every slice of the stack ``ref`` belongs to: positions on the leading (non-displayed) axes."""
-    shape = tuple(int(s) for s in L._level0(data).shape)
+    shape = tuple(int(s) for s in L.level0(data).shape)
     return [tuple(int(i) for i in idx) for idx in np.ndindex(*shape[: len(ref.index)])]
 
 

@@ -112,8 +112,6 @@ def level0(data):
     return data
 
 
-_level0 = level0  # the old private name, still used by count_results.py (another branch)
-
 
 def placed_geometry(ref: PlaneRef) -> dict:
     """Layer kwargs that put a ``ref.label_shape()`` array exactly on the image's plane."""
