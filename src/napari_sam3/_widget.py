@@ -124,6 +124,10 @@ class Sam3Widget(QWidget):
             self.model_status.setText(
                 f"Loaded: {getattr(engine, 'source', source)} on {getattr(engine, 'device', device)}"
             )
+        elif self.holder.failed and self.holder.failed[:2] == (source, device):
+            # the reason stays beside the Model field, not only at the bottom of a tab
+            reason = self.holder.failed[2].split(". ")[0].rstrip(".")
+            self.model_status.setText(f"Model not loaded: {reason}. Fix it and run again.")
         else:
             self.model_status.setText("Model not loaded (loads on first run).")
 
@@ -136,8 +140,8 @@ class Sam3Widget(QWidget):
             return (yield from holder.iter_engine(source, device))
 
         def on_error(exc):
-            self.model_status.setText("Model not loaded: see the notification.")
             notify_error(exc)
+            self._update_model_status()
 
         job = Job(
             make=make,

@@ -22,6 +22,8 @@ class EngineHolder:
         self.engine: Any = None
         self.key: tuple[str, str] | None = None
         self.adapter: Any = None
+        # (source, device, message) of the last load that failed: the Model section says so
+        self.failed: tuple[str, str, str] | None = None
 
     def is_loaded(self, source: str, device: str) -> bool:
         return self.engine is not None and self.key == (source, device)
@@ -37,8 +39,12 @@ class EngineHolder:
             from napari_sam3.core.sam3.engine import Sam3Engine
 
             loader = Sam3Engine.load
-        engine = loader(source=source or None, device=device)
-        self.engine, self.key = engine, (source, device)
+        try:
+            engine = loader(source=source or None, device=device)
+        except Exception as exc:
+            self.failed = (source, device, str(exc))
+            raise
+        self.engine, self.key, self.failed = engine, (source, device), None
         self._apply_adapter(engine)
         yield Progress(f"Model loaded on {getattr(engine, 'device', device)}.")
         return engine
