@@ -48,6 +48,10 @@ def test_tiny_bench_prints_the_table(tmp_path):
     for step in STEPS:
         assert f"| 640x480 | {step} |" in text, step
     assert "| 2048x2048 tiled | per tile: encode + concept |" in text
+    assert "tiled count path (iter_count); backbone passes per tile: 1/1/1/1/1/1/1/1/1" in text
+    # the fast path's gain on a plain image and per tile, side by side
+    assert "Ours / plain, plain image (640x480) | per tile (2048x2048 tiled" in text
+    assert "- encode: " in text and "- encode + first concept: " in text
     assert "| 2048x2048 tiled | whole image (9 tiles) |" in text
     assert "peak memory, ours" in text
     assert "- one backbone pass per image for text + clicks: 1 (plain: 2) -> PASS" in text

@@ -86,12 +86,12 @@ def tiny_config(video: bool = False):
     hid = TINY_VIDEO_HIDDEN if video else TINY_HIDDEN
     grid = size // patch
     feature_sizes = [[4 * grid, 4 * grid], [2 * grid, 2 * grid], [grid, grid]]
+    # width, MLP width and heads of every transformer in the tiny model
+    width = dict(hidden_size=hid, intermediate_size=2 * hid, num_attention_heads=TINY_HEADS)
     backbone = dict(
         model_type="sam3_vit_model",
-        hidden_size=hid,
-        intermediate_size=2 * hid,
+        **width,
         num_hidden_layers=TINY_LAYERS,
-        num_attention_heads=TINY_HEADS,
         image_size=size,
         patch_size=patch,
         pretrain_image_size=size,
@@ -104,23 +104,16 @@ def tiny_config(video: bool = False):
         fpn_hidden_size=hid,
         backbone_feature_sizes=feature_sizes,
     )
-    block = dict(
-        hidden_size=hid,
-        num_layers=TINY_LAYERS,
-        num_attention_heads=TINY_HEADS,
-        intermediate_size=2 * hid,
-    )
+    block = dict(**width, num_layers=TINY_LAYERS)
     detector = dict(
         model_type="sam3",
         vision_config=vision,
         text_config=dict(
             model_type="clip_text_model",
             vocab_size=len(vocab),
-            hidden_size=hid,
-            intermediate_size=2 * hid,
+            **width,
             projection_dim=hid,
             num_hidden_layers=TINY_LAYERS,
-            num_attention_heads=TINY_HEADS,
             max_position_embeddings=TINY_TEXT_LENGTH,
             hidden_act="gelu",
             bos_token_id=bos,

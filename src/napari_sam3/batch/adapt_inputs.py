@@ -1,10 +1,9 @@
 """``napari-sam3 adapt``: images and their labels as `core.sam3.adapt.AdaptExample` s.
 
-Every 2-D plane of every input (`io.readers.iter_planes`, the names ``segment`` gives its outputs)
-needs ``<stem>_labels.tif`` in the labels folder, the layout ``segment`` / ``count`` and the
-widget's export write. When ``<stem>_objects.csv`` is there and has a review ``status`` column,
-the objects marked rejected become hard negatives instead of objects to find
-(`core.results.review.rejected_labels`).
+Every 2-D plane of every input needs ``<stem>_labels.tif`` in the labels folder
+(`batch.labelled_inputs`, shared with ``train``). When ``<stem>_objects.csv`` is there and has a
+review ``status`` column, the objects marked rejected become hard negatives instead of objects to
+find (`core.results.review.rejected_labels`).
 """
 
 from __future__ import annotations
@@ -14,45 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sam3.core.errors import Sam3Error
+from napari_sam3.batch.labelled_inputs import labelled_inputs
 from napari_sam3.core.sam3.adapt import AdaptExample
 
-LABELS_SUFFIX = "_labels.tif"
 TABLE_SUFFIX = "_objects.csv"
 
 
 def collect_examples(inputs, labels_dir: str | os.PathLike) -> list[AdaptExample]:
     """One example per plane of ``inputs``; `Sam3Error` naming the first missing label file."""
-    import tifffile
-
-    from napari_sam3.io.readers import expand_inputs, iter_planes
-
     folder = Path(labels_dir)
-    if not folder.is_dir():
-        raise Sam3Error(f"--labels {folder} is not a folder; give the folder of <stem>_labels.tif.")
-    files, problems = expand_inputs(inputs)
-    if problems:
-        item, reason = problems[0]
-        raise Sam3Error(f"{item}: {reason}.")
     examples = []
-    for path in files:
-        for plane in iter_planes(path):
-            label_file = folder / f"{plane.stem}{LABELS_SUFFIX}"
-            if not label_file.is_file():
-                raise Sam3Error(
-                    f"No labels for {plane.stem}: {label_file} is missing. Put each image's label "
-                    f"image in --labels as <stem>{LABELS_SUFFIX} (as segment and count write them)."
-                )
-            labels = np.asarray(tifffile.imread(label_file))
-            if labels.ndim != 2 or labels.dtype.kind not in "iub":
-                raise Sam3Error(
-                    f"{label_file.name} is not a 2-D label image (shape {labels.shape}, "
-                    f"{labels.dtype}); give one label image per plane."
-                )
-            labels, rejected = _split_rejected(labels.astype(np.int64), folder, plane.stem)
-            examples.append(AdaptExample(plane.stem, plane.data, labels, rejected, plane.rgb))
-    if not examples:
-        raise Sam3Error("No images given to adapt to.")
+    for item in labelled_inputs(inputs, folder, every_plane=True):
+        labels, rejected = _split_rejected(item.labels.astype(np.int64), folder, item.stem)
+        examples.append(AdaptExample(item.stem, item.image, labels, rejected, item.rgb))
     return examples
 
 

@@ -1,9 +1,8 @@
 """``napari-sam3 train``: fine-tune the nucleus network on labelled images from files.
 
-Labels are found as ``<stem>_labels.tif`` in the labels folder, the layout ``count`` and the
-widget's Export write (a corrected count folder trains directly); a stack's planes as
-``<stem>_z003_labels.tif``. Planes without a labels file are left out; everything is checked
-before training starts, and nothing is written on bad input.
+Labels are found as ``<stem>_labels.tif`` in the labels folder (`batch.labelled_inputs`, shared
+with ``adapt``; a corrected count folder trains directly). Planes without a labels file are left
+out; everything is checked before training starts, and nothing is written on bad input.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from napari_sam3.core.errors import Sam3Error
+from napari_sam3.batch.labelled_inputs import labelled_inputs
 from napari_sam3.core.learned.finetune import LabelledPlane
 
 __all__ = ["labelled_planes", "run_train"]
@@ -19,34 +18,8 @@ __all__ = ["labelled_planes", "run_train"]
 
 def labelled_planes(images, labels_dir: str | Path) -> list[LabelledPlane]:
     """(image plane, labels) for every plane of ``images`` with a labels file in ``labels_dir``."""
-    from napari_sam3.io.readers import expand_inputs, iter_planes
-    from napari_sam3.io.tiff import read_labels_tiff
-
-    labels_dir = Path(labels_dir)
-    if not labels_dir.is_dir():
-        raise Sam3Error(f"--labels {labels_dir}: no such folder; give the folder with the labels.")
-    files, problems = expand_inputs(images)
-    if problems:
-        src, why = problems[0]
-        raise Sam3Error(f"{src}: {why}")
-    out, looked = [], []
-    for f in files:
-        for plane in iter_planes(f):
-            path = labels_dir / f"{plane.stem}_labels.tif"
-            looked.append(path.name)
-            if not path.is_file():
-                continue
-            lab = read_labels_tiff(path).data
-            if lab.ndim == 3 and lab.shape[0] == 1:
-                lab = lab[0]
-            out.append(LabelledPlane(f"{Path(f).name}:{plane.stem}", plane.data, lab))
-    if not out:
-        shown = ", ".join(looked[:3]) + (" ..." if len(looked) > 3 else "")
-        raise Sam3Error(
-            f"No labels found in {labels_dir} (looked for {shown or 'nothing: no images'}); "
-            f"give the folder where `napari-sam3 count` or Export wrote <stem>_labels.tif."
-        )
-    return out
+    found = labelled_inputs(images, labels_dir, every_plane=False)
+    return [LabelledPlane(item.name, item.image, item.labels) for item in found]
 
 
 def run_train(args) -> int:

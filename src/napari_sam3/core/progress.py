@@ -6,6 +6,7 @@ and synchronously in the CLI and tests through `run_to_end` (the stardist-napari
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -47,3 +48,14 @@ def run_to_end(
                 raise Cancelled()
     except StopIteration as stop:
         return stop.value
+
+
+def to_end(iter_method: Callable[..., Generator[Progress, None, T]]) -> Callable[..., T]:
+    """The synchronous twin of an ``iter_*`` generator function or method: the same arguments
+    (one signature to keep, not two), driven by `run_to_end`; returns the generator's result."""
+
+    @functools.wraps(iter_method)
+    def run(*args, **kwargs):
+        return run_to_end(iter_method(*args, **kwargs))
+
+    return run

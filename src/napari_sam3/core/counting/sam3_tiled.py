@@ -127,6 +127,8 @@ def iter_count_sam3(
             )
         strip_labels = labels_ex[kept]
     cap = _query_cap(engine)
+    # Each tile is one plain engine call: one encode (fast path, feature cache) for all concepts.
+    opts = dict(preprocessing=pre, rgb=rgb, min_score=min_score, mask_threshold=mask_threshold)
     pending = [(t, 0) for t in tiles]  # (tile, re-tiling depth)
     leaves: list[Tile] = []
     next_index, done, resplit = len(tiles), 0, 0
@@ -137,46 +139,24 @@ def iter_count_sam3(
         crop = _crop(arr, t, rgb_like)
         with _without_clicks(engine):
             if boxes is None:
-                cands = engine.segment_text(
-                    crop,
-                    concepts,
-                    preprocessing=pre,
-                    rgb=rgb,
-                    min_score=min_score,
-                    mask_threshold=mask_threshold,
-                )
+                cands = engine.segment_text(crop, concepts, **opts)
                 masks, th, tw = cands.masks, *t.shape
+            elif single:
+                cands = engine.segment_exemplars(
+                    crop, boxes, labels_ex, text=concepts or None, **opts
+                )
+                masks = cands.masks
             else:
-                text = concepts or None
-                if single:
-                    cands = engine.segment_exemplars(
-                        crop,
-                        boxes,
-                        labels_ex,
-                        text=text,
-                        preprocessing=pre,
-                        rgb=rgb,
-                        min_score=min_score,
-                        mask_threshold=mask_threshold,
-                    )
-                    masks = cands.masks
-                else:
-                    crop_hwc = crop if (crop.ndim == 2 or rgb_like) else _hwc(crop)
-                    composite, comp_boxes = _with_strip(crop_hwc, strip, strip_boxes)
-                    cands = engine.segment_exemplars(
-                        composite,
-                        comp_boxes[:, [1, 0, 3, 2]],
-                        strip_labels,
-                        text=text,
-                        preprocessing=pre,
-                        rgb=rgb,
-                        min_score=min_score,
-                        mask_threshold=mask_threshold,
-                    )
-                    th, tw = crop_hwc.shape[:2]
-                    keep = _inside_tile(cands.masks, tw)
-                    masks = cands.masks[keep][:, :th, :tw]
-                    cands = cands.subset(keep)
+                crop_hwc = crop if (crop.ndim == 2 or rgb_like) else _hwc(crop)
+                composite, comp_boxes = _with_strip(crop_hwc, strip, strip_boxes)
+                xyxy = comp_boxes[:, [1, 0, 3, 2]]
+                cands = engine.segment_exemplars(
+                    composite, xyxy, strip_labels, text=concepts or None, **opts
+                )
+                th, tw = crop_hwc.shape[:2]
+                keep = _inside_tile(cands.masks, tw)
+                masks = cands.masks[keep][:, :th, :tw]
+                cands = cands.subset(keep)
         done += 1
         tiled = tile is not None and tile != "none"  # "no tiling" stays one model input
         if tiled and boxes is None and depth < MAX_SPLITS and _near_cap(cands.prompts, cap):

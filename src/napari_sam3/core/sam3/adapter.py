@@ -263,3 +263,22 @@ def set_active(detector, adapter: Sam3Adapter | None) -> Sam3Adapter | None:
 
 def active(detector) -> Sam3Adapter | None:
     return getattr(detector, _ACTIVE, None)
+
+
+class AdapterHooks:
+    """`Sam3Engine.set_adapter` / `Sam3Engine.adapter` (a mixin: needs ``model`` and ``_lock``)."""
+
+    def set_adapter(self, adapter=None):
+        """Use an adapter (a file path or `Sam3Adapter`) on the detector; None goes back to the
+        base model. Image and text features stay cached (the adapter changes only the detector
+        heads). Returns the adapter now in use."""
+        with self._lock:
+            if adapter is not None and not isinstance(adapter, Sam3Adapter):
+                adapter = Sam3Adapter.load(adapter, self.model.detector_model)
+            set_active(self.model.detector_model, adapter)
+        return adapter
+
+    @property
+    def adapter(self) -> Sam3Adapter | None:
+        """The `Sam3Adapter` the detector applies now, or None (the base model)."""
+        return active(self.model.detector_model)

@@ -26,7 +26,7 @@ Public API (other modules code against these names; they stay stable):
         Tracker head on the SAME cached backbone features; 3 candidates (multimask) with
         iou_scores (also used as scores), kind = "points" (or "box" for a box alone).
     engine.iter_text / iter_exemplars / iter_points(...) -> generator yielding core.progress.Progress
-        and returning the Candidates (the plain methods call run_to_end on these).
+        and returning the Candidates (the plain methods are their `core.progress.to_end` twins).
     engine.stats -> dict of counters: "vision_encodes", "text_encodes", "detector_calls",
         "tracker_calls" (tests count model calls through these).
     engine.source, engine.device
@@ -56,10 +56,11 @@ import numpy as np
 from napari_sam3.core.defaults import MASK_THRESHOLD
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.images import Preprocessing, content_hash, to_model_rgb, validate_plane
-from napari_sam3.core.progress import Progress, run_to_end
-from napari_sam3.core.prompts import check_boxes, parse_concepts
+from napari_sam3.core.progress import Progress, to_end
+from napari_sam3.core.prompts import parse_concepts
 from napari_sam3.core.results.candidates import Candidates
 from napari_sam3.core.sam3.acceleration import apply_cpu_fast_path, encode_vision, heads_autocast
+from napari_sam3.core.sam3.adapter import AdapterHooks
 from napari_sam3.core.sam3.detections import (
     check_threshold,
     detector_candidates,
@@ -73,7 +74,12 @@ from napari_sam3.core.sam3.detector_inputs import (
     exemplar_inputs,
 )
 from napari_sam3.core.sam3.encoded_image import EncodedImage, expand_vision, slim_for_cache
-from napari_sam3.core.sam3.engine_exemplars import VISUAL_PROMPT, ExemplarTransfer
+from napari_sam3.core.sam3.engine_exemplars import (
+    VISUAL_PROMPT,
+    ExemplarTransfer,
+    as_exemplar,
+    checked_exemplars,
+)
 from napari_sam3.core.sam3.exemplar_prompt import prompt_tokens
 from napari_sam3.core.sam3.feature_cache import FeatureCache, make_key
 from napari_sam3.core.sam3.load_errors import model_errors
@@ -88,7 +94,7 @@ from napari_sam3.core.sam3.tracker_inputs import (
 DEFAULT_PREPROCESSING = Preprocessing()
 
 
-class Sam3Engine(ExemplarTransfer):
+class Sam3Engine(ExemplarTransfer, AdapterHooks):
     """Encode once, prompt many times; see the module docstring for the contract."""
 
     def __init__(self, loaded, cache: FeatureCache | None = None) -> None:
@@ -146,44 +152,17 @@ class Sam3Engine(ExemplarTransfer):
             engine.set_adapter(adapter)
         return engine
 
-    def set_adapter(self, adapter=None):
-        """Use an adapter (a file path or `core.sam3.adapter.Sam3Adapter`) on the detector; None
-        goes back to the base model. Image and text features stay cached (the adapter changes
-        only the detector heads). Returns the adapter now in use."""
-        from napari_sam3.core.sam3.adapter import Sam3Adapter, set_active
-
-        with self._lock:
-            if adapter is not None and not isinstance(adapter, Sam3Adapter):
-                adapter = Sam3Adapter.load(adapter, self.model.detector_model)
-            set_active(self.model.detector_model, adapter)
-        return adapter
-
-    @property
-    def adapter(self):
-        """The `Sam3Adapter` the detector applies now, or None (the base model)."""
-        from napari_sam3.core.sam3.adapter import active
-
-        return active(self.model.detector_model)
-
     def __repr__(self) -> str:
         return f"Sam3Engine(source={self.source!r}, device={self.device}, dtype={self.dtype})"
 
     # ---------------------------------------------------------------- encode
-    def encode(
-        self,
-        plane: np.ndarray | EncodedImage,
-        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
-        rgb: bool | None = None,
-    ) -> EncodedImage:
-        """Vision features of ``plane`` (cached; a repeat call costs a hash)."""
-        return run_to_end(self.iter_encode(plane, preprocessing, rgb))
-
     def iter_encode(
         self,
         plane: np.ndarray | EncodedImage,
         preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
         rgb: bool | None = None,
     ) -> Generator[Progress, None, EncodedImage]:
+        """Vision features of ``plane`` (cached; a repeat call costs a hash)."""
         if isinstance(plane, EncodedImage):
             if plane.model_key != self.model_key:
                 raise Sam3Error(
@@ -202,6 +181,8 @@ class Sam3Engine(ExemplarTransfer):
         encoded = self._encode_rgb(picture, key)  # puts it in the cache
         yield Progress("Image encoded", 1, 1)
         return encoded
+
+    encode = to_end(iter_encode)
 
     def _encode_rgb(self, picture: np.ndarray, key: str) -> EncodedImage:
         import torch
@@ -257,28 +238,6 @@ class Sam3Engine(ExemplarTransfer):
         return self._text_cache.batch(concepts)
 
     # ---------------------------------------------------------------- detector (text, exemplars)
-    def segment_text(
-        self,
-        plane,
-        concepts: str | Sequence[str],
-        *,
-        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
-        rgb: bool | None = None,
-        min_score: float = 0.1,
-        mask_threshold: float = MASK_THRESHOLD,
-    ) -> Candidates:
-        """Every instance of each concept; one image encode for all concepts."""
-        return run_to_end(
-            self.iter_text(
-                plane,
-                concepts,
-                preprocessing=preprocessing,
-                rgb=rgb,
-                min_score=min_score,
-                mask_threshold=mask_threshold,
-            )
-        )
-
     def iter_text(
         self,
         plane,
@@ -289,6 +248,7 @@ class Sam3Engine(ExemplarTransfer):
         min_score: float = 0.1,
         mask_threshold: float = MASK_THRESHOLD,
     ) -> Generator[Progress, None, Candidates]:
+        """Every instance of each concept; one image encode for all concepts."""
         names = parse_concepts(concepts)
         check_threshold(min_score, "min_score")
         check_threshold(mask_threshold, "mask_threshold")
@@ -298,31 +258,7 @@ class Sam3Engine(ExemplarTransfer):
         yield Progress(f"Found {len(result)} candidate(s)", 2, 2)
         return result
 
-    def segment_exemplars(
-        self,
-        plane,
-        boxes_xyxy,
-        box_labels=None,
-        text: str | Sequence[str] | None = None,
-        *,
-        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
-        rgb: bool | None = None,
-        min_score: float = 0.1,
-        mask_threshold: float = MASK_THRESHOLD,
-    ) -> Candidates:
-        """Every object like the positive example boxes (and unlike the negative ones)."""
-        return run_to_end(
-            self.iter_exemplars(
-                plane,
-                boxes_xyxy,
-                box_labels,
-                text,
-                preprocessing=preprocessing,
-                rgb=rgb,
-                min_score=min_score,
-                mask_threshold=mask_threshold,
-            )
-        )
+    segment_text = to_end(iter_text)
 
     def iter_exemplars(
         self,
@@ -336,32 +272,22 @@ class Sam3Engine(ExemplarTransfer):
         min_score: float = 0.1,
         mask_threshold: float = MASK_THRESHOLD,
     ) -> Generator[Progress, None, Candidates]:
+        """Every object like the positive example boxes (and unlike the negative ones)."""
         names = exemplar_concepts(text)  # None for boxes alone: the "visual" prompt
         check_threshold(min_score, "min_score")
         check_threshold(mask_threshold, "mask_threshold")
         encoded = yield from self.iter_encode(plane, preprocessing, rgb)
-        boxes, labels = check_boxes(boxes_xyxy, box_labels, encoded.shape)
-        if not (labels == 1).any() and names is None:
-            raise Sam3Error(
-                "Only negative example boxes were given; add at least one positive box (label 1) "
-                "or a text prompt."
-            )
+        boxes, labels = checked_exemplars(names, boxes_xyxy, box_labels, encoded.shape)
         yield Progress("Finding objects like the examples", 1, 2)
         result = self._detect(
             encoded, names or [VISUAL_PROMPT], boxes, labels, min_score, mask_threshold, "exemplar"
         )
         if names is None:
-            result = Candidates(
-                result.masks,
-                result.scores,
-                result.boxes,
-                ["exemplar"] * len(result),
-                "exemplar",
-                None,
-                result.meta,
-            )
+            result = as_exemplar(result)
         yield Progress(f"Found {len(result)} candidate(s)", 2, 2)
         return result
+
+    segment_exemplars = to_end(iter_exemplars)
 
     def _detect(
         self,
@@ -405,34 +331,6 @@ class Sam3Engine(ExemplarTransfer):
         return result
 
     # ---------------------------------------------------------------- tracker (clicks, box)
-    def segment_points(
-        self,
-        plane,
-        points_xy=None,
-        point_labels=None,
-        box_xyxy=None,
-        multimask: bool = True,
-        *,
-        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
-        rgb: bool | None = None,
-        mask_threshold: float = 0.0,
-        min_score: float | None = None,
-    ) -> Candidates:
-        """One object from clicks (1 object / 0 background) and/or a box: 3 candidates if multimask."""
-        return run_to_end(
-            self.iter_points(
-                plane,
-                points_xy,
-                point_labels,
-                box_xyxy,
-                multimask,
-                preprocessing=preprocessing,
-                rgb=rgb,
-                mask_threshold=mask_threshold,
-                min_score=min_score,
-            )
-        )
-
     def iter_points(
         self,
         plane,
@@ -446,6 +344,7 @@ class Sam3Engine(ExemplarTransfer):
         mask_threshold: float = 0.0,
         min_score: float | None = None,
     ) -> Generator[Progress, None, Candidates]:
+        """One object from clicks (1 object / 0 background) and/or a box: 3 candidates if multimask."""
         encoded = yield from self.iter_encode(plane, preprocessing, rgb)
         points, labels, box, kind = click_prompt(points_xy, point_labels, box_xyxy, encoded.shape)
         yield Progress("Segmenting the clicked object", 1, 2)
@@ -454,6 +353,8 @@ class Sam3Engine(ExemplarTransfer):
             result = result.filter(min_score)
         yield Progress("Done", 2, 2)
         return result
+
+    segment_points = to_end(iter_points)
 
     def tracker_embeddings(self, encoded: EncodedImage) -> list:
         """The tracker's image embeddings from the shared backbone tokens (cached on ``encoded``)."""

@@ -10,12 +10,12 @@ on A.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 
 from napari_sam3.core.defaults import MASK_THRESHOLD
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.images import Preprocessing
-from napari_sam3.core.progress import Progress, run_to_end
+from napari_sam3.core.progress import Progress, to_end
 from napari_sam3.core.prompts import check_boxes
 from napari_sam3.core.results.candidates import Candidates
 from napari_sam3.core.sam3.acceleration import heads_autocast
@@ -32,23 +32,6 @@ DEFAULT_PREPROCESSING = Preprocessing()
 class ExemplarTransfer:
     """`exemplar_prompt` / `segment_with` (and their ``iter_`` generators) for `Sam3Engine`."""
 
-    def exemplar_prompt(
-        self,
-        plane,
-        boxes_xyxy,
-        box_labels=None,
-        text: str | Sequence[str] | None = None,
-        *,
-        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
-        rgb: bool | None = None,
-    ) -> ExemplarPrompt:
-        """The exemplar tokens of ``boxes_xyxy`` (pixel x0, y0, x1, y1) on ``plane``."""
-        return run_to_end(
-            self.iter_exemplar_prompt(
-                plane, boxes_xyxy, box_labels, text, preprocessing=preprocessing, rgb=rgb
-            )
-        )
-
     def iter_exemplar_prompt(
         self,
         plane,
@@ -59,16 +42,12 @@ class ExemplarTransfer:
         preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
         rgb: bool | None = None,
     ) -> Generator[Progress, None, ExemplarPrompt]:
+        """The exemplar tokens of ``boxes_xyxy`` (pixel x0, y0, x1, y1) on ``plane``."""
         import torch
 
         names = exemplar_concepts(text)
         encoded = yield from self.iter_encode(plane, preprocessing, rgb)
-        boxes, labels = check_boxes(boxes_xyxy, box_labels, encoded.shape)
-        if not (labels == 1).any() and names is None:
-            raise Sam3Error(
-                "Only negative example boxes were given; add at least one positive box (label 1) "
-                "or a text prompt."
-            )
+        boxes, labels = checked_exemplars(names, boxes_xyxy, box_labels, encoded.shape)
         concepts = names or [VISUAL_PROMPT]
         n = len(concepts)
         yield Progress("Encoding the example boxes", 1, 2)
@@ -100,34 +79,7 @@ class ExemplarTransfer:
             source_shape=tuple(encoded.shape),
         )
 
-    def segment_with(
-        self,
-        plane,
-        prompt: ExemplarPrompt,
-        *,
-        boxes_xyxy=None,
-        box_labels=None,
-        preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
-        rgb: bool | None = None,
-        min_score: float = 0.1,
-        mask_threshold: float = MASK_THRESHOLD,
-    ) -> Candidates:
-        """Every object in ``plane`` like the exemplars of ``prompt`` (drawn on another image).
-
-        ``boxes_xyxy`` / ``box_labels``: more exemplars drawn on ``plane`` itself, added to them.
-        """
-        return run_to_end(
-            self.iter_segment_with(
-                plane,
-                prompt,
-                boxes_xyxy=boxes_xyxy,
-                box_labels=box_labels,
-                preprocessing=preprocessing,
-                rgb=rgb,
-                min_score=min_score,
-                mask_threshold=mask_threshold,
-            )
-        )
+    exemplar_prompt = to_end(iter_exemplar_prompt)
 
     def iter_segment_with(
         self,
@@ -141,6 +93,10 @@ class ExemplarTransfer:
         min_score: float = 0.1,
         mask_threshold: float = MASK_THRESHOLD,
     ) -> Generator[Progress, None, Candidates]:
+        """Every object in ``plane`` like the exemplars of ``prompt`` (drawn on another image).
+
+        ``boxes_xyxy`` / ``box_labels``: more exemplars drawn on ``plane`` itself, added to them.
+        """
         if not isinstance(prompt, ExemplarPrompt):
             raise Sam3Error("segment_with needs the exemplar prompt from engine.exemplar_prompt().")
         if prompt.model_key != self.model_key:
@@ -160,16 +116,36 @@ class ExemplarTransfer:
         result = self._detect(
             encoded, prompt.concepts, None, None, min_score, mask_threshold, "exemplar", prompt
         )
-        if prompt.names != prompt.concepts:  # boxes alone: the candidates' prompt is "exemplar"
-            result = Candidates(
-                result.masks,
-                result.scores,
-                result.boxes,
-                ["exemplar"] * len(result),
-                "exemplar",
-                None,
-                result.meta,
-            )
+        if prompt.names != prompt.concepts:  # boxes alone
+            result = as_exemplar(result)
         result.meta.update(exemplar_source=prompt.source_key, exemplar_boxes=prompt.n_boxes)
         yield Progress(f"Found {len(result)} candidate(s)", 2, 2)
         return result
+
+    segment_with = to_end(iter_segment_with)
+
+
+def checked_exemplars(names, boxes_xyxy, box_labels, shape) -> tuple:
+    """Exemplar boxes and labels on an image of ``shape`` (`check_boxes`); negative boxes alone
+    need a text prompt (``names``)."""
+    boxes, labels = check_boxes(boxes_xyxy, box_labels, shape)
+    if not (labels == 1).any() and names is None:
+        raise Sam3Error(
+            "Only negative example boxes were given; add at least one positive box (label 1) "
+            "or a text prompt."
+        )
+    return boxes, labels
+
+
+def as_exemplar(result: Candidates) -> Candidates:
+    """Candidates of exemplar boxes alone: their prompt is "exemplar", not the model's
+    `VISUAL_PROMPT` text."""
+    return Candidates(
+        result.masks,
+        result.scores,
+        result.boxes,
+        ["exemplar"] * len(result),
+        "exemplar",
+        None,
+        result.meta,
+    )
