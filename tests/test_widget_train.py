@@ -34,12 +34,12 @@ def test_train_on_painted_labels_selects_the_better_network(qtbot, tab, tmp_path
     run_to_end(iter_train(base, prepare_plane("s", "s", img0, lab0, 14.0), 10, batch_size=4))
     base_path = tmp_path / "bad.safetensors"
     save_network(base, base_path, {})
-    images = [synthetic_nuclei((160, 160), seed=s, diameter=14) for s in (1, 2)]
+    images = [synthetic_nuclei((160, 160), seed=s, diameter=14) for s in (1, 2, 3)]
     stack = np.stack([i for i, _ in images])
     viewer.add_image(stack, name="nuclei")
     painted = viewer.add_labels(np.stack([lb for _, lb in images]).astype(np.int32), name="mine")
     out = tmp_path / "mine.safetensors"
-    tab.train_session.run([painted], out, steps=30, base=base_path)
+    tab.train_session.run([painted], out, steps=60, base=base_path)
     qtbot.waitUntil(lambda: widget.idle, timeout=300_000)
     result = tab.train_session.last
     assert result is not None and result.better and out.is_file()
