@@ -14,7 +14,15 @@ import torch
 from napari_sam3.batch.settings import BatchSettings
 from napari_sam3.core.counting.count import count_objects
 from napari_sam3.core.errors import Sam3Error
-from napari_sam3.core.learned.finetune import finetune, iter_finetune
+from napari_sam3.core.learned.finetune import (
+    FinetuneResult,
+    _split,
+    check_pairs,
+    finetune,
+    iter_finetune,
+    keep_new,
+    paired_errors,
+)
 from napari_sam3.core.learned.model_file import (
     SHIPPED,
     WIDTHS,
@@ -54,7 +62,8 @@ def test_finetune_beats_a_bad_base_and_records_provenance(tmp_path, bad_base):
     res = run_to_end(iter_finetune(pairs, base=bad_base, steps=30), on_progress=reports.append)
     save_network(res.net, out, res.meta)
     assert res.f1_before < 0.3 and res.f1_after > res.f1_before + 0.4 and res.better, res.summary
-    assert "F1 on held-out labels:" in res.summary and "better" in res.summary
+    assert res.fixed > res.made and res.held_objects >= 10, res.summary
+    assert "held-out objects:" in res.summary and "is better" in res.summary
     losses = [r.loss for r in reports if hasattr(r, "loss") and np.isfinite(r.loss)]
     assert len(losses) == 30 and all(np.isfinite(getattr(r, "step", 0)) for r in reports)
     meta = read_metadata(out)
@@ -79,8 +88,62 @@ def test_a_worse_network_says_so(tmp_path):
     pairs = _pairs(2, side=160)
     res = finetune(pairs, steps=2, lr=5.0)
     assert res.f1_after < res.f1_before and not res.better
+    assert res.made > res.fixed, res.summary
     assert "NOT better" in res.summary
     assert res.meta["better_than_base"] == "false"
+    assert res.meta["errors_made"] == str(res.made)
+
+
+def test_the_rule_needs_a_gain_beyond_chance():
+    # fixed - made >= 1.645 sqrt(fixed + made): a one-sided 5 % sign test on the differing errors
+    assert keep_new(3, 0) and keep_new(12, 3) and keep_new(40, 20)
+    assert not keep_new(2, 0)  # 2 of 2 by chance: p = 0.25
+    assert not keep_new(4, 1) and not keep_new(25, 15)  # more fixed, but within the noise
+    assert not keep_new(0, 0) and not keep_new(5, 5) and not keep_new(3, 9)
+    small = FinetuneResult(None, 0.90, 0.93, keep_new(4, 1), "x", 10, 1.0, 14.0, held_objects=20)
+    small.fixed, small.made = 4, 1
+    text = small.summary
+    assert "within chance" in text and "NOT better" in text and "Only 20 labelled objects" in text
+    big = FinetuneResult(None, 0.8, 0.9, keep_new(30, 5), "x", 10, 1.0, 14.0, held_objects=300)
+    big.fixed, big.made = 30, 5
+    assert "is better" in big.summary and "Only" not in big.summary
+
+
+def test_paired_errors_count_what_changed():
+    truth = np.zeros((40, 40), np.int32)
+    truth[2:10, 2:10], truth[20:28, 20:28], truth[30:38, 2:10] = 1, 2, 3
+    before = np.zeros_like(truth)
+    before[2:10, 2:10] = 5  # finds 1
+    before[30:38, 2:10] = 6  # finds 3
+    before[12:18, 30:36] = 7  # a false object
+    after = np.zeros_like(truth)
+    after[2:10, 2:10] = 1  # finds 1
+    after[20:28, 20:28] = 2  # finds 2 (fixed a miss)
+    after[12:18, 30:36] = 3  # the same false object: not a change
+    after[33:39, 30:36] = 4  # a new false object (made), and 3 is missed now (made)
+    assert paired_errors(truth, before, after) == (1, 2)
+    assert paired_errors(truth, after, before) == (2, 1)
+    assert paired_errors(truth, before, before) == (0, 0)
+
+
+def test_every_plane_holds_out_a_strip_that_training_never_sees():
+    planes = check_pairs(
+        [("tall", *synthetic_nuclei((200, 120), seed=1, diameter=14))]
+        + [("wide", *synthetic_nuclei((100, 240), seed=2, diameter=14))]
+    )
+    train, held, what = _split(planes)
+    assert "each of 2 plane(s)" in what
+    assert [t.image.shape for t in train] == [(150, 120), (100, 180)]
+    for p, t, h in zip(planes, train, held, strict=True):
+        cut = t.image.shape[h.axis]
+        assert h.image.shape[h.axis] == p.image.shape[h.axis] - cut + h.margin
+        assert h.margin >= 14  # context for the objects at the cut
+        ids = np.unique(h.labels)[1:]
+        assert ids.size > 0
+        for i in ids:  # objects counted where their centre is: inside the strip
+            where = np.argwhere(h.labels == i)[:, h.axis]
+            assert where.mean() >= h.margin
+            assert i in p.labels  # the plane's own ids, whole
 
 
 def test_bad_input_is_refused_before_training(tmp_path):
@@ -152,7 +215,7 @@ def test_cli_train_then_count_with_the_new_network(tmp_path):
     net = tmp_path / "my_net.safetensors"
     r = _cli("train", imgs, "--labels", labs, "--out", net, "--steps", "3", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "F1 on held-out labels:" in r.stderr and net.is_file()
+    assert "held-out objects:" in r.stderr and net.is_file()
     assert json.loads(read_metadata(net)["images"]) == ["s0.tif:s0", "s1.tif:s1"]
     again = _cli("train", imgs, "--labels", labs, "--out", net, "--steps", "1", cwd=tmp_path)
     assert again.returncode == 2 and "--overwrite" in again.stderr
@@ -180,6 +243,7 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
         "not a nucleus-network": (
             *("train", imgs, "--labels", labs, "--out", net, "--base", corrupt),
         ),
+        "at least 1": ("train", imgs, "--labels", labs, "--out", net, "--steps", "0"),
     }
     for fix, args in cases.items():
         r = _cli(*args, cwd=tmp_path)

@@ -34,16 +34,16 @@ def test_train_on_painted_labels_selects_the_better_network(qtbot, tab, tmp_path
     run_to_end(iter_train(base, prepare_plane("s", "s", img0, lab0, 14.0), 10, batch_size=4))
     base_path = tmp_path / "bad.safetensors"
     save_network(base, base_path, {})
-    images = [synthetic_nuclei((160, 160), seed=s, diameter=14) for s in (1, 2)]
+    images = [synthetic_nuclei((160, 160), seed=s, diameter=14) for s in (1, 2, 3)]
     stack = np.stack([i for i, _ in images])
     viewer.add_image(stack, name="nuclei")
     painted = viewer.add_labels(np.stack([lb for _, lb in images]).astype(np.int32), name="mine")
     out = tmp_path / "mine.safetensors"
-    tab.train_session.run([painted], out, steps=30, base=base_path)
+    tab.train_session.run([painted], out, steps=60, base=base_path)
     qtbot.waitUntil(lambda: widget.idle, timeout=300_000)
     result = tab.train_session.last
     assert result is not None and result.better and out.is_file()
-    assert "F1 on held-out labels:" in tab.train_label.text()
+    assert "held-out objects:" in tab.train_label.text()
     assert tab.method_combo.currentData() == str(out)
     assert tab.method_combo.currentText() == "learned: mine"
     # counting now uses the new network
@@ -54,6 +54,26 @@ def test_train_on_painted_labels_selects_the_better_network(qtbot, tab, tmp_path
     counted = tab.last
     n_true = len(np.unique(images[1][1])) - 1
     assert abs(counted.count - n_true) < 0.25 * n_true
+
+
+def test_the_steps_box_reaches_the_run_and_shows_the_time(qtbot, tab, tmp_path):
+    from napari_sam3.core.defaults import FINETUNE_STEPS
+    from napari_sam3.core.learned.model_file import read_metadata
+
+    viewer, widget, tab = tab
+    spin = tab.train_steps_spin
+    assert spin.value() == FINETUNE_STEPS and "min" in spin.suffix()  # 200 steps: minutes
+    spin.setValue(3)
+    assert " s)" in spin.suffix() and "3 steps take about" in spin.toolTip()
+    img, lab = synthetic_nuclei((128, 128), seed=3, diameter=14)
+    viewer.add_image(img, name="cells")
+    painted = viewer.add_labels(lab.astype(np.int32), name="mine")
+    out = tmp_path / "three.safetensors"
+    assert tab.train_on_labels([painted], str(out)) is not None
+    assert "3 steps, about" in tab.status_label.text()  # the time estimate while it runs
+    qtbot.waitUntil(lambda: widget.idle, timeout=300_000)
+    assert tab.train_session.last.steps == 3 and read_metadata(out)["steps"] == "3"
+    assert tab.status_label.text().startswith("Trained 3 steps")
 
 
 def test_train_without_labels_says_what_to_do(qtbot, tab, tmp_path, monkeypatch):

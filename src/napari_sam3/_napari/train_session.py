@@ -114,11 +114,14 @@ class TrainSession:
             lines = [result.summary, f"Saved {result.path}"]
             self.events.trained(value=result, lines=lines)
 
+        from napari_sam3.core.learned.finetune import time_text
+
         n = sum(len(np.unique(p[2])) - 1 for p in pairs)
         return self._submit(
             make,
             "Train on labels",
             "train",
             done,
-            status=f"Training on {len(pairs)} plane(s), {n} objects...",
+            status=f"Training on {len(pairs)} plane(s), {n} objects: {steps} steps, "
+            f"{time_text(steps)}...",
         )

@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QTableView,
     QVBoxLayout,
 )
@@ -199,10 +200,34 @@ class CountTab(PlaneTab):
             "The new network is added to Method and selected when it is better."
         )
         self.train_btn.clicked.connect(lambda: self.train_on_labels())
+        outer.addLayout(self._build_train_steps())
         outer.addWidget(self.train_btn)
         self.train_label = QLabel("")
         self.train_label.setWordWrap(True)
         outer.addWidget(self.train_label)
+
+    def _build_train_steps(self) -> QFormLayout:
+        from napari_sam3.core.defaults import FINETUNE_STEPS
+
+        row = QFormLayout()
+        self.train_steps_spin = QSpinBox()
+        self.train_steps_spin.setRange(1, 100_000)
+        self.train_steps_spin.setSingleStep(50)
+        self.train_steps_spin.setValue(FINETUNE_STEPS)
+        self.train_steps_spin.valueChanged.connect(self._show_train_time)
+        row.addRow("Training steps", self.train_steps_spin)
+        self._show_train_time()
+        return row
+
+    def _show_train_time(self, *args) -> None:
+        from napari_sam3.core.learned.finetune import time_text
+
+        steps = self.train_steps_spin.value()
+        self.train_steps_spin.setToolTip(
+            f"Fine-tuning steps of 8 crops each: {steps} steps take {time_text(steps)} on 2 CPU\n"
+            "cores, plus scoring the held-out labels. More steps learn more from many labels."
+        )
+        self.train_steps_spin.setSuffix(f"  ({time_text(steps)})")
 
     def _chosen_labels(self) -> list:
         import napari
@@ -213,8 +238,9 @@ class CountTab(PlaneTab):
         return chosen
 
     def train_on_labels(self, layers=None, path: str | None = None, steps: int | None = None):
-        """Fine-tune on ``layers`` (default: the selected Labels layers, else the last count);
-        asks where to save when ``path`` is None. Returns the job, or None."""
+        """Fine-tune on ``layers`` (default: the selected Labels layers, else the last count) for
+        ``steps`` (default: the Training steps box); asks where to save when ``path`` is None.
+        Returns the job, or None."""
         layers = self._chosen_labels() if layers is None else list(layers)
         if not layers:
             notify_error(
@@ -235,6 +261,8 @@ class CountTab(PlaneTab):
             )
             if not path:
                 return None
+        if steps is None:
+            steps = self.train_steps_spin.value()
         try:
             return self.train_session.run(layers, path, steps=steps)
         except Sam3Error as exc:

@@ -51,6 +51,14 @@ MAX_DIAMETER = 1000.0
 FINETUNE_STEPS = 200
 FINETUNE_LR = 1e-3
 FINETUNE_BATCH = 8
+FINETUNE_STEP_SECONDS = (0.15, 0.8)  # per step: 2 idle CPU cores .. shared ones
+# The check: a strip at the end of EVERY labelled plane is held out (training crops come from the
+# rest) and the new network is kept only when the errors it fixes there outnumber those it makes
+# by a one-sided 5 % sign test (fixed - made >= 1.645 sqrt(fixed + made)), so a tie or a gain
+# within the noise of a few objects keeps the base.
+FINETUNE_HOLD_OUT = 0.25  # of each plane's longer side
+FINETUNE_GAIN_Z = 1.645
+FINETUNE_MIN_HELD_OUT = 50  # fewer held-out objects: the result says the check is weak
 
 # Adapting SAM3 to a user's labels (core.sam3.adapt, `napari-sam3 adapt`, the widget's Adapt):
 # low-rank updates of the detector heads on cached image features (benchmarks/results_adapt.md).
