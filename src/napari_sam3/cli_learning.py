@@ -33,7 +33,7 @@ def _learning_parser(sub, name: str, help: str, description: str, *, inputs: str
 
 
 def add_train_parser(sub) -> None:
-    from napari_sam3.core.defaults import FINETUNE_STEPS
+    from napari_sam3.core.defaults import FINETUNE_STEPS, finetune_time_text
 
     trn = _learning_parser(
         sub,
@@ -50,7 +50,7 @@ def add_train_parser(sub) -> None:
         "--steps",
         type=int,
         default=FINETUNE_STEPS,
-        help=f"training steps (default {FINETUNE_STEPS}: 0.5-4 min on 2 CPU cores)",
+        help=f"training steps (default {FINETUNE_STEPS}: {finetune_time_text(FINETUNE_STEPS)} on 2 CPU cores)",
     )
     trn.add_argument(
         "--base", default=None, metavar="FILE", help="network to start from (default: shipped)"

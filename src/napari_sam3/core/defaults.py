@@ -52,6 +52,18 @@ FINETUNE_STEPS = 200
 FINETUNE_LR = 1e-3
 FINETUNE_BATCH = 8
 FINETUNE_STEP_SECONDS = (0.15, 0.8)  # per step: 2 idle CPU cores .. shared ones
+
+
+def finetune_time_text(steps: int) -> str:
+    """The expected training time of ``steps`` steps on 2 CPU cores (idle .. shared)."""
+    lo, hi = (steps * s / 60 for s in FINETUNE_STEP_SECONDS)
+    if hi < 1:
+        return (
+            f"about {steps * FINETUNE_STEP_SECONDS[0]:.0f}-{steps * FINETUNE_STEP_SECONDS[1]:.0f} s"
+        )
+    return f"about {max(lo, 0.1):.1f}-{hi:.0f} min"
+
+
 # The check: a strip at the end of EVERY labelled plane is held out (training crops come from the
 # rest) and the new network is kept only when the errors it fixes there outnumber those it makes
 # by a one-sided 5 % sign test (fixed - made >= 1.645 sqrt(fixed + made)), so a tie or a gain

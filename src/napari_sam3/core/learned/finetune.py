@@ -38,9 +38,9 @@ from napari_sam3.core.defaults import (
     FINETUNE_HOLD_OUT,
     FINETUNE_LR,
     FINETUNE_MIN_HELD_OUT,
-    FINETUNE_STEP_SECONDS,
     FINETUNE_STEPS,
 )
+from napari_sam3.core.defaults import finetune_time_text as time_text  # noqa: F401 (public name)
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.learned.model_file import SHIPPED, file_sha256, load_trainable
 from napari_sam3.core.learned.pipeline import iter_segment_learned, median_diameter
@@ -111,16 +111,6 @@ def keep_new(fixed: int, made: int, z: float = FINETUNE_GAIN_Z) -> bool:
     if both networks were as good, each of the ``fixed + made`` differing errors would go either
     way with even odds, and ``fixed - made`` has standard deviation ``sqrt(fixed + made)``."""
     return fixed > made and fixed - made >= z * math.sqrt(fixed + made)
-
-
-def time_text(steps: int) -> str:
-    """The expected training time of ``steps`` steps on 2 CPU cores (idle .. shared)."""
-    lo, hi = (steps * s / 60 for s in FINETUNE_STEP_SECONDS)
-    if hi < 1:
-        return (
-            f"about {steps * FINETUNE_STEP_SECONDS[0]:.0f}-{steps * FINETUNE_STEP_SECONDS[1]:.0f} s"
-        )
-    return f"about {max(lo, 0.1):.1f}-{hi:.0f} min"
 
 
 def check_pairs(pairs: Sequence) -> list[LabelledPlane]:
