@@ -76,6 +76,7 @@ def test_same_name_from_another_folder_in_a_later_run_keeps_both(tmp_path):
     assert rec["source"] == str(y.resolve()) and len(rec["source_file"]["sha256"]) == 64
 
 
+@pytest.mark.slow
 def test_subset_rerun_keeps_the_names_of_the_full_run(tmp_path):
     x, y, out = tmp_path / "x" / "s.tif", tmp_path / "y" / "s.tif", tmp_path / "o"
     nuclei(x, 1)
@@ -90,6 +91,7 @@ def test_subset_rerun_keeps_the_names_of_the_full_run(tmp_path):
     assert len(table) == 2 and table["source"].is_unique  # no file counted twice
 
 
+@pytest.mark.slow
 def test_first_name_stays_when_the_second_folder_joins(tmp_path):
     x, y, out = tmp_path / "x" / "s.tif", tmp_path / "y" / "s.tif", tmp_path / "o"
     nuclei(x, 1)
@@ -228,6 +230,7 @@ def test_engine_refuses_non_text_and_too_many_concepts(engine):
 
 
 # ------------------------------------------------------------------- 7: a broken lock is stale
+@pytest.mark.slow
 @pytest.mark.parametrize("content", ["", '{"pid": "abc", "host": "h"}', '{"pid": null}', "{"])
 def test_broken_lock_is_taken_over_with_one_line(tmp_path, content):
     nuclei(tmp_path / "in" / "a.tif", 1)
@@ -258,6 +261,7 @@ def test_lock_write_that_fails_leaves_no_lock(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------- 8: one name too long
+@pytest.mark.slow
 def test_one_too_long_file_name_fails_alone(tmp_path):
     d = tmp_path / "in"
     nuclei(d / ("a" * 240 + ".tif"), 1)
@@ -315,6 +319,7 @@ def test_nucleus_net_metadata_checked_before_building(tmp_path, tiny_checkpoint,
 
 
 # ------------------------------------------------------------------- friction
+@pytest.mark.slow
 def test_resume_after_a_hand_edit_names_only_the_changed_file(tmp_path):
     nuclei(tmp_path / "in" / "a.tif", 1)
     out = tmp_path / "o"
@@ -328,6 +333,7 @@ def test_resume_after_a_hand_edit_names_only_the_changed_file(tmp_path):
     assert "a_labels.png" not in failed
 
 
+@pytest.mark.slow
 def test_no_numpy_noise_on_stderr(tmp_path):
     planes = [synthetic_nuclei((96, 96), seed=s, diameter=16)[0] for s in range(2)]
     noise = np.random.default_rng(0).normal(100, 3, (96, 96)).clip(0).astype(np.uint16)

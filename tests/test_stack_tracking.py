@@ -94,6 +94,7 @@ def test_ids_persist_between_frames(tracked):
             assert table[table["label"] == label]["prompt"].nunique() == 1
 
 
+@pytest.mark.slow
 def test_rgb_stack_and_two_concepts(video_engine, stack):
     rgb = np.stack([to_model_rgb(frame) for frame in stack])  # (T, H, W, 3) uint8
     result = track_stack(video_engine, rgb, ["cell", "nucleus"], min_score=0.3)
@@ -133,6 +134,7 @@ def _lock_is_free(engine) -> bool:
     return got[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reports_before_cancel", [1, 2])
 def test_cancel_between_frames_leaves_no_state(video_engine, stack, tracked, reports_before_cancel):
     model, config = video_engine.model, video_engine.model.config
