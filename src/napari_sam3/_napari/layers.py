@@ -112,7 +112,6 @@ def level0(data):
     return data
 
 
-
 def placed_geometry(ref: PlaneRef) -> dict:
     """Layer kwargs that put a ``ref.label_shape()`` array exactly on the image's plane."""
     g = ref.geometry
