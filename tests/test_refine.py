@@ -63,7 +63,7 @@ def test_filter_candidates_order_and_empty():
     shape = (60, 60)
     masks = np.stack([_holey_disk(shape), _disk(shape, 5, 50, 3), _disk(shape, 50, 50, 6)])
     cands = Candidates.from_masks(masks, scores=np.array([0.9, 0.8, 0.3]), prompts="cell")
-    out = filter_candidates(cands, threshold=0.5, min_area=40, refinement="Medium")
+    out = filter_candidates(cands, min_score=0.5, min_area=40, refine="Medium")
     assert len(out) == 1 and out.masks[0][30, 30]  # threshold, refine, then min area
     assert len(filter_candidates(cands, 0.95, 0, "High")) == 0
     none = Candidates.empty(shape)

@@ -47,7 +47,7 @@ def session(engine):
 
 def test_text_run_then_refilter_drive_one_layer(session, engine):
     session, run, runner, said = session
-    low = L.FilterSettings(threshold=0.1)
+    low = L.FilterSettings(min_score=0.1)
     session.run_text(run, "nucleus", True, low)
     res = session.last_text
     expected = engine.segment_text(run.image.data, "nucleus").filter(0.1).sorted_by_score()
@@ -67,7 +67,7 @@ def test_text_run_then_refilter_drive_one_layer(session, engine):
     assert said[-1].startswith(f"{len(expected)} objects ({len(res.raw)} candidates")
     assert "'nucleus · cells'" in session.driven_text()
     before = dict(engine.stats)
-    session.refilter(L.FilterSettings(threshold=0.99))
+    session.refilter(L.FilterSettings(min_score=0.99))
     assert session.last_text.layer is res.layer and len(res.layer.features) == 0
     assert engine.stats == before and runner.descs[-1] == "SAM3: re-filter"
 
@@ -137,7 +137,7 @@ def test_nd_run_and_commit_touch_only_the_slice_shown(engine):
     ref = L.plane_ref(image, viewer.dims.point, viewer.dims.displayed, 2)
     run = PlaneRun(image, ref, Preprocessing(), ("tiny", "cpu"))
     assert ref.index == (k,)
-    session.run_text(run, "nucleus", True, L.FilterSettings(threshold=0.1))
+    session.run_text(run, "nucleus", True, L.FilterSettings(min_score=0.1))
     layer = session.last_text.layer
     assert layer.data.shape == (1, 64, 80) and layer.name == "nucleus [2] · stack"
     np.testing.assert_allclose(layer.data_to_world((0, 5, 7)), image.data_to_world((k, 5, 7)))
@@ -163,7 +163,7 @@ def test_bad_requests_raise_what_to_fix_and_a_removed_image_drops_the_result(ses
     with pytest.raises(Sam3Error, match="z or t stack"):
         session.run_track(run, "nucleus", 0.1)
     runner.hold = True
-    session.run_text(run, "nucleus", True, L.FilterSettings(threshold=0.1))
+    session.run_text(run, "nucleus", True, L.FilterSettings(min_score=0.1))
     session.viewer.layers.remove(run.image)
     runner.run_waiting()
     assert session.last_text is None and len(session.viewer.layers) == 0

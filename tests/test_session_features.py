@@ -68,7 +68,7 @@ def video_engine():
 
 
 def _text_result(seg, image, threshold=0.1):
-    seg.session.run_text(seg.run(image), "nucleus", True, L.FilterSettings(threshold=threshold))
+    seg.session.run_text(seg.run(image), "nucleus", True, L.FilterSettings(min_score=threshold))
     return seg.session.last_text
 
 
@@ -87,7 +87,7 @@ def test_review_reject_unreject_refilter_and_export(seg, tmp_path):
     review.accept(1)
     # a re-filter (the worst object goes) keeps the decisions and the rejected object out
     scores = layer.features.sort_values("label")["score"].to_numpy()
-    seg.session.refilter(L.FilterSettings(threshold=float(scores[-1]) + 1e-4))
+    seg.session.refilter(L.FilterSettings(min_score=float(scores[-1]) + 1e-4))
     assert seg.session.last_text.layer is layer and len(layer.features) == len(scores) - 1
     by_label = layer.features.set_index("label")[STATUS_COLUMN]
     assert by_label[2] == REJECTED and by_label[1] == "accepted"
@@ -106,7 +106,7 @@ def test_exemplars_on_another_image_are_a_refilterable_result(seg, engine):
     a = seg.viewer.add_image(_cells(0), name="A")
     b = seg.viewer.add_image(_cells(3), name="B")
     run_a, run_b = seg.run(a), seg.run(b)
-    low = L.FilterSettings(threshold=0.1)
+    low = L.FilterSettings(min_score=0.1)
     with pytest.raises(Sam3Error, match="Draw exemplar boxes on 'A'"):
         seg.session.run_exemplar_transfer(run_a, run_b, "", low)
     _, boxes = seg.session.clicks.add_prompt_layers(a, run_a.ref)
@@ -121,7 +121,7 @@ def test_exemplars_on_another_image_are_a_refilterable_result(seg, engine):
     assert set(res.layer.features[STATUS_COLUMN]) == {"unreviewed"}  # joins the review table
     # re-filtered like a text result: the same layer, no model call, status kept
     before = dict(engine.stats)
-    seg.session.refilter(L.FilterSettings(threshold=float(expected.cands.scores.max()) - 1e-4))
+    seg.session.refilter(L.FilterSettings(min_score=float(expected.cands.scores.max()) - 1e-4))
     assert seg.session.last_text is res and len(res.layer.features) == 1
     assert STATUS_COLUMN in res.layer.features and engine.stats == before
     assert "'exemplars from A · B'" in seg.session.driven_text()

@@ -83,7 +83,7 @@ class ClickSession:
         self._still_valid = still_valid
         self.last_clicks: ClickResult | None = None
         self.preview_layer = None
-        self.refinement = "Low"  # the result controls' mask refinement, applied to the preview
+        self.refine = "Low"  # the result controls' mask refinement, applied to the preview
         self.events = EmitterGroup(source=self, candidate=None, preview=None, target=None)
         self._watch = None  # (layer, id) of the last commit, until it is undone
 
@@ -184,7 +184,7 @@ class ClickSession:
         res = self.last_clicks
         if res is None or len(res.cands) == 0:
             return None
-        one = refine_masks(res.cands.subset([res.index]), self.refinement)
+        one = refine_masks(res.cands.subset([res.index]), self.refine)
         return one.masks[0]
 
     def show_candidate(self) -> None:

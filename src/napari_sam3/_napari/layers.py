@@ -186,11 +186,12 @@ def scale_or_none(scale) -> tuple[float, float] | None:
 
 @dataclass(frozen=True)
 class FilterSettings:
-    """The Segment result controls: score threshold, min area (px), refinement, hidden layer."""
+    """The Segment result controls: score floor, min area (px), mask refinement, hidden layer
+    (named as the CLI flags and `core.requests.SegmentRequest`: ``min_score``, ``refine``)."""
 
-    threshold: float | None = None
+    min_score: float | None = None
     min_area: int = 0
-    refinement: str = "Low"
+    refine: str = "Low"
     show_hidden: bool = False
 
 
@@ -216,20 +217,20 @@ def prepare_result(
     raw: Candidates,
     ref: PlaneRef,
     prompt_text: str,
-    threshold: float | None,
+    min_score: float | None,
     min_area: int,
-    refinement: str,
+    refine: str,
     with_hidden: bool = False,
 ) -> PreparedResult:
     """Filter ``raw`` and lay it out as a result layer's data, off the main thread."""
-    cands = filter_candidates(raw, threshold, min_area, refinement)
+    cands = filter_candidates(raw, min_score, min_area, refine)
     if len(cands):
         cands = cands.sorted_by_score()
     data, kwargs = labels_layer_data(cands, ref, prompt_text)
     hidden = None
     if with_hidden:
         hidden = hidden_label_image(cands, data).reshape(ref.label_shape())
-    settings = FilterSettings(threshold, min_area, refinement, with_hidden)
+    settings = FilterSettings(min_score, min_area, refine, with_hidden)
     return PreparedResult(cands, data, kwargs, hidden, settings)
 
 
@@ -238,9 +239,7 @@ def prepare_filtered(
 ) -> PreparedResult:
     """`prepare_result` with the controls as one `FilterSettings`."""
     s = settings
-    return prepare_result(
-        raw, ref, prompt_text, s.threshold, s.min_area, s.refinement, s.show_hidden
-    )
+    return prepare_result(raw, ref, prompt_text, s.min_score, s.min_area, s.refine, s.show_hidden)
 
 
 def labels_layer_data(

@@ -79,7 +79,7 @@ class SegmentTab(PlaneTab):
         self._click_timer.timeout.connect(self.run_clicks)
         self._wired = weakref.WeakSet()  # prompt/candidate layers whose keys call this tab
         self._build()
-        self.clicks.refinement = self.refine_combo.currentText()
+        self.clicks.refine = self.refine_combo.currentText()
         self.session.events.status.connect(self._on_session_status)
         self.session.events.result.connect(self._on_session_result)
         self.clicks.events.candidate.connect(self._on_candidate_text)
@@ -370,7 +370,7 @@ class SegmentTab(PlaneTab):
     def filtered(self, cands: Candidates) -> Candidates:
         """Threshold -> refinement -> min area, all without a model call."""
         s = self.filter_settings()
-        return filter_candidates(cands, s.threshold, s.min_area, s.refinement)
+        return filter_candidates(cands, s.min_score, s.min_area, s.refine)
 
     def apply_filters(self) -> Job | None:
         """Re-filter the last text result without a model call (see `SegmentSession.refilter`)."""
@@ -382,7 +382,7 @@ class SegmentTab(PlaneTab):
 
     def _on_filter_changed(self, *args) -> None:
         self.threshold_label.setText(f"{self.threshold_slider.value() / 100:.2f}")
-        self.clicks.refinement = self.refine_combo.currentText()
+        self.clicks.refine = self.refine_combo.currentText()
         self._refilter_timer.start()  # debounced: a slider drag re-filters once it pauses
         if self.clicks.last_clicks is not None:
             self.clicks.show_candidate()

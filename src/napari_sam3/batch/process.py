@@ -212,7 +212,7 @@ def _segment(plane, settings: BatchSettings, request=None, on_progress=None):
             cands = engine.segment_exemplars(plane.data, boxes, labels, text=text, **kw)
         else:
             cands = engine.segment_text(plane.data, list(request.concepts), **kw)
-    return None, None, filter_candidates(cands, request.min_score, refinement=request.refine)
+    return None, None, filter_candidates(cands, request.min_score, refine=request.refine)
 
 
 class _PlaneData:

@@ -70,14 +70,16 @@ def refine_masks(cands: Candidates, level: str = "Low") -> Candidates:
 
 
 def filter_candidates(
-    cands: Candidates, threshold: float | None = None, min_area: int = 0, refinement: str = "Low"
+    cands: Candidates, min_score: float | None = None, min_area: int = 0, refine: str = "Low"
 ) -> Candidates:
-    """Threshold, then refine, then drop objects under ``min_area`` (measured after refinement)."""
-    refinement = check_level(refinement)
-    out = cands.filter(threshold=threshold)
+    """Score floor, then refine, then drop objects under ``min_area`` (measured after refining).
+
+    ``min_score`` and ``refine`` carry the names of the CLI flags and the request fields."""
+    refine = check_level(refine)
+    out = cands.filter(threshold=min_score)
     if len(out) == 0:
         return out
-    return refine_masks(out, refinement).filter(min_area=min_area)
+    return refine_masks(out, refine).filter(min_area=min_area)
 
 
 def refine_mask(mask: np.ndarray, level: str) -> np.ndarray:
