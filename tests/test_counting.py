@@ -296,7 +296,7 @@ def test_count_stack_has_plane_column():
         count_objects(p, "classical", diameter=res.diameter).count for p in planes
     ]
     assert res.count == sum(res.plane_counts) == len(res.table)
-    assert list(res.table["plane"].unique()) == [0, 1, 2]
+    assert list(res.table["slice"].unique()) == [0, 1, 2]
     assert res.counts == {"classical": res.count}
 
 

@@ -61,7 +61,7 @@ class CountResult:
     Attributes
     ----------
     labels : (H, W) or, for a stack, (N, H, W) int32 label image.
-    table : one row per object (see `core.measure.measure_labels`); a ``plane`` column for stacks.
+    table : one row per object (see `core.measure.measure_labels`); a ``slice`` column (the stack index) for stacks.
     count : number of distinct non-zero labels.
     counts : objects per concept (prompt); ``{method: n}`` for the learned and classical methods.
     method : "learned", "classical" or "sam3".
@@ -305,7 +305,7 @@ def iter_count_stack(
     is estimated for the whole stack and every plane is counted at it, so a dim or empty plane
     cannot invent a scale of its own; ``per_plane_diameter=True`` estimates each plane's instead.
     Yields `Progress` per plane (and the planes' own progress); returns one `CountResult` with
-    (N, H, W) labels, a table with a ``plane`` column, ``plane_counts`` and the total ``count``.
+    (N, H, W) labels, a table with a ``slice`` column, ``plane_counts`` and the total ``count``.
     """
     from napari_sam3.core.counting.run import iter_run
 

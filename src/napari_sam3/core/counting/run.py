@@ -136,7 +136,7 @@ def iter_run(
     request: CountRequest, planes, *, names=None, stack_labels: bool = True, **facts
 ) -> ProgressGen[CountResult]:
     """Count every plane of ``planes`` with ``request``; yields `Progress` (per plane, and the
-    counter's own); returns one `CountResult`: (N, H, W) labels, a table with a ``plane`` column,
+    counter's own); returns one `CountResult`: (N, H, W) labels, a table with a ``slice`` column,
     ``plane_counts``, the total ``count`` and ``plane_results`` (each plane's own result).
 
     ``facts``: the planes' ``scale``, ``channel``, ``rgb`` and the sam3 ``engine`` (`CountRun`).
@@ -158,11 +158,12 @@ def iter_run(
 
 
 def stack_results(results: list, method: str, *, stack_labels: bool = True) -> CountResult:
-    """One `CountResult` of per-plane results (the table gains a ``plane`` column)."""
+    """One `CountResult` of per-plane results (the table gains a ``slice`` column: the stack index,
+    named as in the Count tab's table and the batch `counts.csv`)."""
     tables, counts, warnings = [], {}, []
     for i, res in enumerate(results):
         t = res.table.copy()
-        t.insert(0, "plane", i)
+        t.insert(0, "slice", i)
         tables.append(t)
         for k, v in res.counts.items():
             counts[k] = counts.get(k, 0) + v
