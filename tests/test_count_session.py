@@ -11,21 +11,13 @@ from napari_sam3._napari.plane_run import PlaneRun
 from napari_sam3.core.counting.count import count_objects, count_stack
 from napari_sam3.core.images import Preprocessing
 from napari_sam3.core.synthetic import synthetic_nuclei
-
-
-def _inline(make, desc, group, on_result, status=None):
-    gen = make()
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        on_result(stop.value)
+from napari_sam3.testing import InlineSubmit
 
 
 def _session(image, **kwargs):
     viewer = ViewerModel()
     layer = viewer.add_image(image, name="nuclei", **kwargs)
-    session = CountSession(viewer, EngineHolder(), _inline, lambda step: step())
+    session = CountSession(viewer, EngineHolder(), InlineSubmit(), lambda step: step())
     ref = L.plane_ref(layer, viewer.dims.point, viewer.dims.displayed, 2)
     return session, PlaneRun(layer, ref, Preprocessing(), ("unused", "cpu"))
 

@@ -145,18 +145,11 @@ def test_count_table_on_screen_is_its_csv_and_features_have_no_pixel_physical(tm
     from napari_sam3.core.images import Preprocessing
     from napari_sam3.core.synthetic import synthetic_nuclei
     from napari_sam3.io.tables import read_table_csv
-
-    def inline(make, desc, group, on_result, status=None):
-        gen = make()
-        try:
-            while True:
-                next(gen)
-        except StopIteration as stop:
-            on_result(stop.value)
+    from napari_sam3.testing import InlineSubmit
 
     viewer = ViewerModel()
     layer = viewer.add_image(synthetic_nuclei((96, 96), seed=3)[0], name="nuclei")  # no scale
-    session = CountSession(viewer, EngineHolder(), inline, lambda step: step())
+    session = CountSession(viewer, EngineHolder(), InlineSubmit(), lambda step: step())
     ref = L.plane_ref(layer, viewer.dims.point, viewer.dims.displayed, 2)
     session.run_count(PlaneRun(layer, ref, Preprocessing(), ("unused", "cpu")), CountRequest())
     out = session.last

@@ -27,6 +27,7 @@ from napari_sam3.core.images import Preprocessing
 from napari_sam3.core.progress import run_to_end
 from napari_sam3.core.requests import CountRequest
 from napari_sam3.core.synthetic import synthetic_nuclei
+from napari_sam3.testing import InlineSubmit
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -84,10 +85,7 @@ def _session(image):
     viewer = ViewerModel()
     layer = viewer.add_image(image, name="nuclei")
 
-    def inline(make, desc, group, on_result, status=None):
-        on_result(run_to_end(make()))
-
-    session = CountSession(viewer, EngineHolder(), inline, lambda step: step())
+    session = CountSession(viewer, EngineHolder(), InlineSubmit(), lambda step: step())
     ref = L.plane_ref(layer, viewer.dims.point, viewer.dims.displayed, 2)
     return session, PlaneRun(layer, ref, Preprocessing(), ("unused", "cpu"))
 
