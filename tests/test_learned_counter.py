@@ -176,3 +176,19 @@ def test_cancel_between_tiles(nuclei, monkeypatch):
             iter_count(nuclei[0], "learned", diameter=18), on_progress=on_progress, cancel=cancel
         )
     assert seen == [0, 1]  # stopped after the second tile of 25, not at the end
+
+
+def test_a_hole_inside_one_nucleus_is_filled_but_a_gap_between_nuclei_is_not():
+    from napari_sam3.core.learned.instances import fill_object_holes
+
+    lab = np.zeros((20, 30), np.int32)
+    lab[2:10, 2:10] = 1
+    lab[4:7, 4:7] = 0  # a dark interior: a ring of foreground
+    lab[2:10, 12:16] = 2  # two nuclei that enclose a gap between them
+    lab[2:10, 18:22] = 3
+    lab[2:4, 16:18] = 2
+    lab[8:10, 16:18] = 3
+    out = fill_object_holes(lab)
+    assert (out[4:7, 4:7] == 1).all()
+    assert (out[4:8, 16:18] == 0).all()
+    assert (out[lab > 0] == lab[lab > 0]).all()

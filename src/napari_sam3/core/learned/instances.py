@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 from napari_sam3.core.classical.watershed import ascend_basins
 from napari_sam3.core.learned.scaling import resize
 
-__all__ = ["SEED_LEVEL", "full_size_labels", "instances"]
+__all__ = ["SEED_LEVEL", "fill_object_holes", "full_size_labels", "instances"]
 
 INSIDE = 0.5  # foreground probability that makes a pixel part of a nucleus
 SEED_LEVEL = 0.5  # centredness of a nucleus' core (the inner half of its radius)
@@ -37,12 +37,38 @@ def instances(fg: torch.Tensor, centre: torch.Tensor, min_area: float) -> np.nda
     orphan, k = ndi.label(region & (lab == 0))
     if k:
         lab = np.where(orphan > 0, orphan + n, lab)
+    lab = fill_object_holes(lab)
     areas = np.bincount(lab.ravel())
     small = areas < min_area
     small[0] = False
     if small.any():
         lab[small[lab]] = 0
     return lab
+
+
+def fill_object_holes(lab: np.ndarray) -> np.ndarray:
+    """``lab`` with every background hole that lies inside ONE object given to that object.
+
+    A nucleus has no holes; a dark interior (nucleoli, rim-stained or saturated-then-clipped
+    chromatin) can leave a ring of foreground. A gap enclosed by several touching nuclei is not
+    one object's hole and stays background."""
+    hole_ids, n = ndi.label(lab == 0)  # background pieces; those touching the edge are not holes
+    edge = np.unique(np.concatenate([hole_ids[0], hole_ids[-1], hole_ids[:, 0], hole_ids[:, -1]]))
+    inside = np.ones(n + 1, bool)
+    inside[edge] = False
+    inside[0] = False
+    if not inside.any():
+        return lab
+    hole_ids = np.where(inside[hole_ids], hole_ids, 0)
+    ring = ndi.grey_dilation(hole_ids, size=3) * (hole_ids == 0)  # pixels around each hole
+    at = ring > 0
+    ids, around = ring[at], lab[at]
+    lo = np.full(n + 1, np.iinfo(np.int64).max)
+    hi = np.zeros(n + 1, np.int64)
+    np.minimum.at(lo, ids, around)
+    np.maximum.at(hi, ids, around)
+    owner = np.where((lo == hi) & (hi > 0), hi, 0).astype(lab.dtype)
+    return np.where(hole_ids > 0, owner[hole_ids], lab).astype(lab.dtype, copy=False)
 
 
 def full_size_labels(lab: np.ndarray, fg: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
@@ -57,4 +83,5 @@ def full_size_labels(lab: np.ndarray, fg: torch.Tensor, shape: tuple[int, int]) 
     if gap.any():  # outline pixels whose nearest network pixel was background
         grown = ndi.grey_dilation(ids, size=3)
         ids = np.where(gap, grown, ids)
-    return np.where(inside, ids, 0).astype(np.int32, copy=False)
+    # holes filled at the network's scale reopen where the resized map dips below INSIDE
+    return fill_object_holes(np.where(inside, ids, 0).astype(np.int32, copy=False))
