@@ -682,3 +682,19 @@ def test_basins_merge_only_without_a_neck_between_their_seeds():
     assert len(np.unique(merge_convex_pairs(lab, dt, pos, dist=20, tol=1.0))) - 1 == 2
     lab, dt, pos = halves(disc(40), 40)
     assert len(np.unique(merge_convex_pairs(lab, dt, pos, dist=10, tol=1.0))) - 1 == 2  # far
+
+
+def test_a_low_photon_8bit_plane_of_large_nuclei_keeps_their_size():
+    """Few photons and 12 grey levels: hundreds of one-pixel noise specks once outvoted the
+    nuclei and set the diameter to 1.6 px (then 10x upsampling and thousands of objects)."""
+    img, lab = synthetic_nuclei((512, 512), seed=5, diameter=60, coverage=0.3, touching=0.3)[:2]
+    rng = np.random.default_rng(5)
+    x, fg = img.astype(np.float32), lab > 0
+    b0 = np.median(x[~fg])
+    signal = np.clip((x - b0) / (np.quantile(x[fg], 0.9) - b0), 0, None)
+    photons = rng.poisson((0.3 * signal + 0.2) * 6).astype(np.float32)
+    u8 = np.clip(np.round(photons * 200 / np.quantile(photons, 0.999)), 0, 255).astype(np.uint8)
+    assert len(np.unique(u8)) <= 16
+    assert 0.6 * 60 <= estimate_diameter(u8) <= 1.5 * 60
+    n_true = len(np.unique(lab)) - 1
+    assert count_objects(u8).count <= 3 * n_true
