@@ -445,7 +445,7 @@ def report(a, cols, res, n_planes, net_labels) -> str:
     for pert in a.perturbations:
         lines += ["", f"## {pert}: {CAPTIONS[pert]}", ""]
         lines += [B._row(["source"] + names), B._row(["---"] * (len(names) + 1))]
-        pooled = {n: [] for n in names}
+        got = {n: {} for n in names}  # column -> source -> scores
         for s in n_planes:
             cells = [s]
             for n in names:
@@ -453,29 +453,30 @@ def report(a, cols, res, n_planes, net_labels) -> str:
                 if r is None:
                     cells.append("missing")
                     continue
-                pooled[n].append(r)
+                got[n][s] = r
                 cells.append(f"{_f1(r):.3f} ({_recall(r):.2f})")
             lines.append(B._row(cells))
-        mean = ["**mean**"]
+        common = [s for s in n_planes if all(s in got[n] for n in names)]
+        groups = [("**mean**", list(n_planes))]
+        if len(common) < len(n_planes):  # a column has missing networks: compare like with like
+            groups.append((f"**mean, the {len(common)} sources every column has**", common))
+        for title, srcs in groups:
+            cells = [title]
+            for n in names:
+                rs = [got[n][s] for s in srcs if s in got[n]]
+                part = "" if len(rs) == len(srcs) else f" of {len(rs)}"
+                f1, rec = np.mean([_f1(r) for r in rs]), np.mean([_recall(r) for r in rs])
+                cells.append(f"{f1:.3f} ({rec:.2f}){part}" if rs else "-")
+            lines.append(B._row(cells))
+        err = ["count error (median over sources)"]
         for n in names:
-            rs = pooled[n]
-            ok = len(rs) == len(n_planes)
-            mean.append(
-                (f"{np.mean([_f1(r) for r in rs]):.3f} ({np.mean([_recall(r) for r in rs]):.2f})")
-                + ("" if ok else f" of {len(rs)}")
-                if rs
-                else "-"
-            )
-        lines.append(B._row(mean))
-        err = ["count error (mean)"]
-        for n in names:
-            rs = pooled[n]
-            err.append(f"{np.mean([_err(r) for r in rs]):+.1%}" if rs else "-")
+            rs = list(got[n].values())
+            err.append(f"{np.median([_err(r) for r in rs]):+.1%}" if rs else "-")
         lines.append(B._row(err))
         if pert == "dim":
-            rec = ["recall: dimmed half / untouched half (mean)"]
+            rec = [f"recall: dimmed half / untouched half (mean of the {len(common)} sources)"]
             for n in names:
-                rs = pooled[n]
+                rs = [got[n][s] for s in common]
                 dimmed = [r["tp_changed"] / max(r["n_changed"], 1) for r in rs]
                 kept = [
                     (r["tp"] - r["tp_changed"]) / max(r["n_true"] - r["n_changed"], 1) for r in rs
