@@ -217,6 +217,16 @@ def _seen_by_first_shipped() -> set[str]:
     }
 
 
+def _sources_of(path: Path) -> str:
+    """The sources a network file says it was trained on (its metadata)."""
+    import json
+
+    from napari_sam3.core.learned.model_file import read_metadata
+
+    trained = json.loads(read_metadata(path).get("trained_on", "[]"))
+    return ", ".join(sorted({t.split(":", 1)[0] for t in trained})) or "not recorded"
+
+
 def planes_of(source: str, max_planes: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, image plane, truth plane), at most ``max_planes`` spread evenly over the test side."""
     seen = _seen_by_first_shipped() if source in R.MNF_FOLDERS else set()
@@ -437,8 +447,8 @@ def report(a, cols, res, n_planes, net_labels) -> str:
             "Same-source columns: "
             + ", ".join(f"`{lab}` = {p}" for lab, p in zip(net_labels, a.net, strict=True))
             + ". Such a network may have trained on the OTHER (train) side of these sources "
-            "(the shipped one: HeLa, scratch and mnfinder planes, not CHO), so its rows are "
-            "same-source, not never-seen.",
+            f"({'; '.join(f'{lab}: {_sources_of(p)}' for lab, p in zip(net_labels, a.net, strict=True))}), "
+            "so its rows are same-source, not never-seen.",
         ]
     lines += ["", "| source | planes | true nuclei |", "|---|---|---|"]
     lines += [f"| {s} | {p} | {n} |" for s, (p, n) in n_planes.items()]
