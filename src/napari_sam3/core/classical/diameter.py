@@ -46,20 +46,24 @@ def estimate_plane_diameter(img: np.ndarray, polarity: str, noise: float | None 
     ``noise``: pixel noise sigma of ``img`` (measured when None); blobs must clear it.
     An estimate under NOISE_SCALE px is the noise's own texture (on a low-photon 8-bit plane,
     hundreds of one-pixel specks outvoted 65 px nuclei: 1.6 px, then 30,000 objects): the plane is
-    looked at again smoothed over SMOOTH px, and the larger answer kept.
+    looked at again smoothed over SMOOTH px, and that answer kept when it is larger than what
+    smoothing makes of noise alone.
     """
+    if noise is None:
+        noise = pixel_noise(img)
     d = _plane_diameter(img, polarity, noise)
     if np.isfinite(d) and d < NOISE_SCALE:
         smooth = ndi.gaussian_filter(np.asarray(img, np.float32), SMOOTH)
-        d2 = _plane_diameter(smooth, polarity, None)
-        if np.isfinite(d2) and d2 > d:
+        # white noise smoothed by a Gaussian of sigma s keeps 1 / (2 sqrt(pi) s) of its sigma;
+        # measured on the smoothed plane instead it reads far lower (its pixels are correlated)
+        d2 = _plane_diameter(smooth, polarity, noise / (2 * np.sqrt(np.pi) * SMOOTH))
+        # believed only when larger than the blobs smoothing makes of pure noise (~3 sigma)
+        if np.isfinite(d2) and d2 >= 4 * SMOOTH:
             return d2
     return d
 
 
-def _plane_diameter(img: np.ndarray, polarity: str, noise: float | None) -> float:
-    if noise is None:
-        noise = pixel_noise(img)
+def _plane_diameter(img: np.ndarray, polarity: str, noise: float) -> float:
     # Pass 1: the whole image at <= ~1024 px.
     f = max(1, int(np.ceil(max(img.shape) / 1024)))
     small = block_mean(img, f)
