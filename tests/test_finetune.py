@@ -96,6 +96,7 @@ def test_a_worse_network_says_so(tmp_path):
     assert res.meta["errors_made"] == str(res.made)
 
 
+@pytest.mark.slow  # ~3 s idle, ~8 s on shared cores
 def test_the_anchor_keeps_a_fine_tune_near_its_base():
     # L2-SP: the same steps with a huge pull toward the starting weights drift far less
     _, img, lab = _pairs(1, side=128)[0]
