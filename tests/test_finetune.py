@@ -13,6 +13,7 @@ import torch
 
 from napari_sam3.batch.settings import BatchSettings
 from napari_sam3.core.counting.count import count_objects
+from napari_sam3.core.defaults import FINETUNE_ANCHOR
 from napari_sam3.core.errors import Sam3Error
 from napari_sam3.core.learned.finetune import (
     FinetuneResult,
@@ -69,6 +70,7 @@ def test_finetune_beats_a_bad_base_and_records_provenance(tmp_path, bad_base):
     meta = read_metadata(out)
     assert json.loads(meta["images"]) == ["s0", "s1", "s2"]
     assert meta["base_sha256"] == file_sha256(bad_base) and meta["steps"] == "30"
+    assert meta["anchor"] == f"{FINETUNE_ANCHOR:g}"  # the pull toward the base, recorded
     assert meta["better_than_base"] == "true" and float(meta["f1_after"]) == pytest.approx(
         res.f1_after, abs=1e-4
     )
@@ -92,6 +94,24 @@ def test_a_worse_network_says_so(tmp_path):
     assert "NOT better" in res.summary
     assert res.meta["better_than_base"] == "false"
     assert res.meta["errors_made"] == str(res.made)
+
+
+@pytest.mark.slow  # ~3 s idle, ~8 s on shared cores
+def test_the_anchor_keeps_a_fine_tune_near_its_base():
+    # L2-SP: the same steps with a huge pull toward the starting weights drift far less
+    _, img, lab = _pairs(1, side=128)[0]
+    planes = prepare_plane("s", "s", img, lab, 14.0, scales=(1.0,))
+
+    def drift(anchor):
+        torch.manual_seed(1)
+        net = NucleusNet((4, 8))  # small: the loop is the same for any width
+        start = [p.detach().clone() for p in net.parameters()]
+        run_to_end(iter_train(net, planes, 4, batch_size=2, lr=1e-2, anchor=anchor))
+        pairs = zip(net.parameters(), start, strict=True)
+        return sum(((p - q) ** 2).sum().item() for p, q in pairs)
+
+    free, anchored = drift(0.0), drift(1e4)
+    assert anchored < 0.1 * free, (anchored, free)
 
 
 def test_the_rule_needs_a_gain_beyond_chance():

@@ -52,6 +52,8 @@ FINETUNE_STEPS = 200
 FINETUNE_LR = 1e-3
 FINETUNE_BATCH = 8
 FINETUNE_STEP_SECONDS = (0.15, 0.8)  # per step: 2 idle CPU cores .. shared ones
+# pull toward the base weights: loss += anchor * sum ||w - w_base||^2 (L2-SP); 0: none
+FINETUNE_ANCHOR = 0.0
 
 
 def finetune_time_text(steps: int) -> str:

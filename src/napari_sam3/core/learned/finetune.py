@@ -33,6 +33,7 @@ import numpy as np
 
 from napari_sam3.core.classical.intensity import to_intensity
 from napari_sam3.core.defaults import (
+    FINETUNE_ANCHOR,
     FINETUNE_BATCH,
     FINETUNE_GAIN_Z,
     FINETUNE_HOLD_OUT,
@@ -258,9 +259,11 @@ def iter_finetune(
     lr: float = FINETUNE_LR,
     batch_size: int = FINETUNE_BATCH,
     seed: int = 0,
+    anchor: float = FINETUNE_ANCHOR,
 ) -> ProgressGen[FinetuneResult]:
     """Fine-tune ``base`` (a network file; None: the shipped one) on ``pairs`` ((name, image,
-    labels) triples). Yields `Progress` (training steps with loss and time left); returns a
+    labels) triples); ``anchor``: the pull toward the base weights (`training.iter_train`,
+    0: none). Yields `Progress` (training steps with loss and time left); returns a
     `FinetuneResult` (save it with `io.network_file.save_network`; check the file name before,
     `io.network_file.check_network_out`). Every input is checked before training starts."""
     t0 = time.perf_counter()
@@ -293,6 +296,7 @@ def iter_finetune(
         seed=seed,
         pct_start=0.1,
         label="Fine-tuning",
+        anchor=anchor,
     )
     loss = yield from gen
     yield Progress("Scoring the new network on the held-out labels", steps, steps)
@@ -319,6 +323,7 @@ def iter_finetune(
         "diameter_px": round(diameter, 2),
         "steps": str(steps),
         "lr": str(lr),
+        "anchor": f"{anchor:g}",
         "final_loss": f"{loss:.4f}",
         "f1_before": f"{before:.4f}",
         "f1_after": f"{after:.4f}",

@@ -5,6 +5,7 @@ Planes are prepared as at inference (`scaling.normalise`, then resized so nuclei
 CANONICAL_DIAMETER px across, at a few scales around it); random CROP px crops with flips and
 quarter turns and `augment.photometric`; loss: binary cross-entropy on the foreground plus twice
 that on the centredness map (`targets.centredness`); AdamW with a one-cycle learning rate.
+A fine-tune may be anchored to its starting weights (L2-SP, ``anchor``).
 `iter_train` yields `TrainProgress` (step, loss, time left) so a run is cancelled between steps.
 """
 
@@ -125,10 +126,13 @@ def iter_train(
     pct_start: float = 0.05,
     label: str = "Training",
     on_step: Callable[[int, NucleusNet, float], None] | None = None,
+    anchor: float = 0.0,
 ) -> ProgressGen[float]:
     """Train ``net`` in place for ``steps`` steps; yields `TrainProgress` after every step
     (cancel there); returns the final running loss. ``on_step(step, net, loss)`` after each
-    step (checkpoints of the from-scratch script)."""
+    step (checkpoints of the from-scratch script). ``anchor`` > 0 adds
+    ``anchor * sum ||w - w_start||^2`` over the parameters to the loss (L2-SP): a fine-tune on
+    few labels stays near what the network knew. The reported loss is the data term alone."""
     if not planes:
         raise ValueError("no training planes")
     torch.manual_seed(seed)
@@ -140,6 +144,7 @@ def iter_train(
 
     isolate_triton()  # AdamW imports torch._dynamo -> triton: must not crash beside Qt's Mesa
     net.train()
+    start = [p.detach().clone() for p in net.parameters()] if anchor > 0 else []
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=lr, total_steps=max(steps, 2), pct_start=pct_start
@@ -150,8 +155,14 @@ def iter_train(
     for step in range(1, steps + 1):
         x, fg, ce = batch(by_source, rng, batch_size)
         loss = loss_of(net(x), fg, ce)
+        total = loss
+        if start:
+            drift = sum(
+                ((p - p0) ** 2).sum() for p, p0 in zip(net.parameters(), start, strict=True)
+            )
+            total = loss + anchor * drift
         opt.zero_grad()
-        loss.backward()
+        total.backward()
         opt.step()
         sched.step()
         running.append(loss.item())
