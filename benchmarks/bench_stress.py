@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_real as B  # noqa: E402
 import real_sets as R  # noqa: E402
 
+from napari_sam3.core.learned.model_file import file_sha256, read_metadata  # noqa: E402
 from napari_sam3.core.results.measure import match_labels  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -219,10 +220,6 @@ def _seen_by_first_shipped() -> set[str]:
 
 def _sources_of(path: Path) -> str:
     """The sources a network file says it was trained on (its metadata)."""
-    import json
-
-    from napari_sam3.core.learned.model_file import read_metadata
-
     trained = json.loads(read_metadata(path).get("trained_on", "[]"))
     return ", ".join(sorted({t.split(":", 1)[0] for t in trained})) or "not recorded"
 
@@ -246,11 +243,7 @@ def planes_of(source: str, max_planes: int) -> list[tuple[str, np.ndarray, np.nd
 
 # ----------------------------------------------------------------------------------- scoring
 def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return file_sha256(path)[:16]  # the cache key names the weights, not their path
 
 
 def perturbed(planes, pert: str, source: str) -> list[np.ndarray]:
